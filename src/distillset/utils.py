@@ -1,0 +1,74 @@
+"""Small shared helpers: derived seeds, device choice, atomic file writes, JSON I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+
+
+def derive_seed(seed: int, *tags: object) -> int:
+    """A 63-bit seed derived from the run's seed and a path of tags, e.g. (seed, "expert", 3).
+
+    One config seed drives every generator; each consumer gets its own stream so that adding a
+    consumer never shifts another's randomness.
+    """
+    h = hashlib.blake2b(repr((int(seed), *tags)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+def generator(seed: int, *tags: object) -> torch.Generator:
+    """A CPU generator seeded from `derive_seed`; draw on the CPU and move, so CPU and CUDA agree."""
+    g = torch.Generator()
+    g.manual_seed(derive_seed(seed, *tags))
+    return g
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"device={name!r} is not a device name; use auto, cpu or cuda[:N].") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} was asked for but CUDA is not available; use device=auto or cpu.")
+    return device
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`.
+
+    A reader never sees a half-written file, and an interrupted write leaves the old file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
