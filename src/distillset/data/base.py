@@ -1,0 +1,63 @@
+"""The in-memory dataset every stage consumes: three splits of float images in [0, 1] plus metadata."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Split:
+    """Images (float32, N x C x H x W, values in [0, 1]) and their integer labels (int64, N)."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def class_indices(self, c: int) -> Tensor:
+        return torch.nonzero(self.y == c, as_tuple=False).flatten()
+
+
+@dataclass
+class Dataset:
+    """A classification dataset split into train / validation / test.
+
+    `split` records how the splits were made so that any evaluator can rebuild the same test set:
+    ``{"kind": "official" | "seeded", "split_seed": int, "val_size": int, "test_size": int, ...}``.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_names: list[str]
+    mean: list[float]
+    std: list[float]
+    split: dict = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.train.x.shape[2]), int(self.train.x.shape[3])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.channels, *self.size
+
+    def fingerprint(self) -> str:
+        """A short hash of the name, the split recipe and the training images and labels."""
+        h = hashlib.blake2b(digest_size=8)
+        h.update(repr((self.name, sorted(self.split.items()), tuple(self.train.x.shape))).encode())
+        h.update(self.train.x.contiguous().numpy().tobytes())
+        h.update(self.train.y.contiguous().numpy().tobytes())
+        return h.hexdigest()

@@ -1,0 +1,85 @@
+"""A dataset made ready for a network: loaded, preprocessed (mean/std or ZCA) and moved to the device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..config import DataConfig
+from .base import Dataset
+from .preprocess import Preprocessor, fit_preprocessor
+from .sources import load_dataset
+
+# Handwritten digits must not be mirrored (DSA's flip turns a 2 into a mirrored 2).
+HANDWRITTEN = {"digits", "mnist"}
+DSA_DEFAULT = "color_crop_cutout_flip_scale_rotate"
+DSA_NO_FLIP = "color_crop_cutout_scale_rotate"
+
+
+@dataclass
+class PreparedData:
+    """The raw dataset, its fitted preprocessing, and the three splits in the network's input space."""
+
+    dataset: Dataset
+    prep: Preprocessor
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    dsa_strategy: str
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.dataset.image_shape
+
+    def fingerprint(self) -> dict:
+        """What identifies this data for a trajectory store or an artifact."""
+        return {
+            "name": self.dataset.name,
+            "fingerprint": self.dataset.fingerprint(),
+            "split": self.dataset.split,
+            "preprocessing": self.prep.to_manifest(),
+        }
+
+
+def default_dsa_strategy(name: str) -> str:
+    return DSA_NO_FLIP if name in HANDWRITTEN else DSA_DEFAULT
+
+
+def load_from_config(cfg: DataConfig) -> Dataset:
+    extra = {"image_size": cfg.image_size} if cfg.image_size else {}
+    val_size = int(cfg.val_size) if cfg.val_size >= 1 else cfg.val_size
+    return load_dataset(
+        cfg.name,
+        cfg.root,
+        val_size=val_size,
+        split_seed=cfg.split_seed,
+        train_limit=cfg.train_limit,
+        test_size=cfg.test_size,
+        **extra,
+    )
+
+
+def prepare(cfg: DataConfig, device: torch.device, dataset: Dataset | None = None) -> PreparedData:
+    """Load (unless given), fit the preprocessing on the training split alone, apply it to all three."""
+    ds = dataset if dataset is not None else load_from_config(cfg)
+    prep = fit_preprocessor(ds.train.x, ds.mean, ds.std, zca=cfg.zca)
+    return PreparedData(
+        dataset=ds,
+        prep=prep,
+        train_x=prep.apply(ds.train.x).to(device),
+        train_y=ds.train.y.to(device),
+        val_x=prep.apply(ds.val.x).to(device),
+        val_y=ds.val.y.to(device),
+        test_x=prep.apply(ds.test.x).to(device),
+        test_y=ds.test.y.to(device),
+        dsa_strategy=cfg.dsa_strategy or default_dsa_strategy(ds.name),
+    )
