@@ -1,0 +1,221 @@
+"""Typed, validated configuration: sections with the authors' key names, YAML presets, key=value overrides.
+
+A config is resolved in three layers: a preset (or the user's YAML file, which may name a preset as
+`base`), then `key=value` overrides from the command line, then validation. Unknown keys stop with the
+nearest valid key; the fully resolved config, every default written out, goes into the run directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    name: str = "digits"
+    root: str | None = None  # a directory or file with the data; None = the dataset's default source
+    ipc: int = Field(1, ge=1)  # images per class of the distilled set
+    val_size: float = Field(0.1, ge=0)  # fraction (< 1) or count (>= 1) held out of train for validation
+    test_size: float = Field(0.2, gt=0)  # only for datasets without an official test split
+    split_seed: int = 0  # fixed apart from `seed`, so that every run sees the same test set
+    train_limit: int | None = Field(None, ge=1)  # a seeded, class-stratified training subset
+    image_size: int | None = None  # resize folder images to this size
+    zca: bool = False  # ZCA whitening (CIFAR/Tiny in MTT/DATM/PAD) instead of mean/std
+    dsa_strategy: str | None = None  # None: the dataset's default (no flip for handwritten digits)
+
+
+class ModelConfig(Section):
+    name: str = "convnet"
+    width: int = Field(128, ge=1)
+    depth: int | None = Field(None, ge=1)  # None: the field's default for the resolution
+    norm: Literal["instance", "batch", "layer", "group", "none"] = "instance"
+    pooling: Literal["avg", "max", "none"] = "avg"
+
+
+class ExpertsConfig(Section):
+    num_experts: int = Field(5, ge=1)
+    train_epochs: int = Field(20, ge=1)
+    lr_teacher: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_train: int = Field(256, ge=1)
+    dsa: bool = True
+    dtype: Literal["float32", "bfloat16"] = "float32"  # storage dtype of the snapshots
+    checkpoint_every: int = Field(1, ge=1)  # epochs between resumable checkpoints of the expert in training
+
+
+class EvalConfig(Section):
+    runs: int = Field(5, ge=1)  # fresh networks per architecture
+    epochs: int = Field(300, ge=1)  # the field uses 1000 (lr x0.1 at the half)
+    models: list[str] = Field(default_factory=lambda: ["convnet"])
+    lr: float | None = Field(None, gt=0)  # None: the artifact's learned lr, else `default_lr`
+    default_lr: float = Field(0.01, gt=0)  # for artifacts without a learned lr (random real, DC, DM)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch: int = Field(256, ge=1)
+    dsa: bool = True
+    decay_at: float = Field(0.5, gt=0, le=1)  # fraction of epochs after which lr is multiplied by 0.1
+    val_every: int = Field(50, ge=1)  # epochs between validation checkpoints (plus the last)
+    baseline: bool = True  # the random-real subset with the same IPC and recipe, beside every result
+    full_data: bool = False  # also train on all of the training data, as a reference
+    full_data_epochs: int = Field(30, ge=1)
+    authors_statistic: bool = False  # also report the max test accuracy over checkpoints (as the authors do)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [m.strip() for m in v.split(",") if m.strip()]
+        return v
+
+
+class Config(Section):
+    method: str = "random"
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    experts: ExpertsConfig = Field(default_factory=ExpertsConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------- presets
+
+PRESET_DIR = "presets"
+
+
+def _preset_files() -> dict[str, Any]:
+    root = resources.files("distillset").joinpath(PRESET_DIR)
+    out = {}
+    for entry in root.iterdir():
+        if entry.name.endswith(".yaml"):
+            out[entry.name[: -len(".yaml")]] = entry
+    for entry in root.joinpath("base").iterdir():
+        if entry.name.endswith(".yaml"):
+            out["base/" + entry.name[: -len(".yaml")]] = entry
+    return out
+
+
+def list_presets() -> dict[str, str]:
+    """Public preset names and their one-line descriptions (the YAML's first comment line)."""
+    out = {}
+    for name, entry in sorted(_preset_files().items()):
+        if name.startswith("base/"):
+            continue
+        first = entry.read_text().splitlines()[0] if entry.read_text() else ""
+        out[name] = first.lstrip("# ").strip()
+    return out
+
+
+def _read_yaml(text: str, where: str) -> dict:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where} is not valid YAML: {str(e).splitlines()[0]}.") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must hold a mapping of config sections, not a {type(data).__name__}.")
+    return data
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _load_layers(source: str, seen: tuple[str, ...] = ()) -> dict:
+    """Read a preset name or YAML path, following `base:` links (a preset name or `base/<dataset>`)."""
+    if source in seen:
+        raise ConfigError(f"presets form a cycle through {source!r}.")
+    files = _preset_files()
+    path = Path(source)
+    if source in files:
+        data = _read_yaml(files[source].read_text(), f"preset {source!r}")
+    elif path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {source} does not exist; give a YAML path or a preset name.")
+        data = _read_yaml(path.read_text(), str(path))
+    else:
+        close = difflib.get_close_matches(source, list(list_presets()), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else " Run `distillset presets` to list them."
+        raise ConfigError(f"{source!r} is neither a preset nor a YAML file.{hint}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"`base` in {source!r} must name one preset.")
+    key = base if base in files else f"base/{base}"
+    return _merge(_load_layers(key if key in files else base, (*seen, source)), data)
+
+
+# ---------------------------------------------------------------- overrides and validation
+
+
+def _check_keys(data: dict, model: type[BaseModel], prefix: str = "") -> None:
+    """Reject unknown keys with the nearest valid one, before pydantic's longer message."""
+    fields = model.model_fields
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(fields)}."
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+        sub = fields[key].annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{key} is a section; set its keys, e.g. {prefix}{key}.name=...")
+            _check_keys(value, sub, f"{prefix}{key}.")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must have the form section.key=value, e.g. data.ipc=10.")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = _merge({}, data)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{'.'.join(path)}: {part} is a value, not a section.")
+        node[path[-1]] = value
+    return data
+
+
+def validate(data: dict) -> Config:
+    _check_keys(data, Config)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{where}: {err['msg']} (got {err.get('input')!r}).") from e
+
+
+def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Resolve a preset name or YAML path (None = the defaults) with `key=value` overrides."""
+    data = _load_layers(source) if source else {}
+    return validate(apply_overrides(data, list(overrides)))
