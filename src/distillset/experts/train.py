@@ -1,0 +1,172 @@
+"""Expert trajectories (MTT): train networks from independent seeded starts and record every epoch.
+
+Each expert stores its flat parameters at initialisation and after each epoch (`train_epochs + 1`
+snapshots). Plain SGD by default (lr 0.01, no momentum, no weight decay, batch 256, DSA on every batch):
+a deliberately simple optimiser whose trajectory a student can imitate. An interrupted run resumes
+from the last checkpoint of the expert in training and keeps every finished expert.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import Config, ExpertsConfig, ModelConfig
+from ..data.augment import DSA
+from ..data.prepared import PreparedData, prepare
+from ..models import ParamLayout, build_model, flat_params, load_flat_
+from ..training import accuracy, train_epoch
+from ..utils import derive_seed, generator, resolve_device
+from .store import TrajectoryStore
+
+
+def model_options(cfg: ModelConfig, name: str | None = None) -> dict:
+    """The options `build_model` takes for the configured architecture (ConvNet keeps width/depth/norm)."""
+    name = (name or cfg.name).lower()
+    if name.startswith("convnet"):
+        opts = {"width": cfg.width, "norm": cfg.norm, "pooling": cfg.pooling}
+        if cfg.depth is not None:
+            opts["depth"] = cfg.depth
+        if name != "convnet":
+            opts.pop("norm")  # the alias fixes its own norm
+        return opts
+    return {}
+
+
+def build_expert_model(cfg: Config, data: PreparedData, seed_tags: tuple) -> torch.nn.Module:
+    """A fresh network whose initialisation depends only on the seed (built on the CPU, then moved)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, *seed_tags))
+        return build_model(cfg.model.name, data.image_shape, data.num_classes, **model_options(cfg.model))
+
+
+def store_identity(cfg: Config, data: PreparedData, model: torch.nn.Module) -> dict:
+    """Everything that changes a trajectory. num_experts and checkpoint_every do not."""
+    hyper = cfg.experts.model_dump()
+    hyper.pop("num_experts")
+    hyper.pop("checkpoint_every")
+    return {
+        "model": model.spec,
+        "layout": ParamLayout.from_model(model).fingerprint(),
+        "data": data.fingerprint(),
+        "dsa_strategy": data.dsa_strategy if cfg.experts.dsa else None,
+        "experts": hyper,
+        "seed": cfg.seed,
+    }
+
+
+def _optimizer(model: torch.nn.Module, cfg: ExpertsConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr_teacher, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+
+def _momentum_flat(opt: torch.optim.SGD, model: torch.nn.Module) -> torch.Tensor | None:
+    bufs = [opt.state.get(p, {}).get("momentum_buffer") for p in model.parameters()]
+    if any(b is None for b in bufs):
+        return None
+    return torch.cat([b.detach().flatten() for b in bufs])
+
+
+def _set_momentum(opt: torch.optim.SGD, model: torch.nn.Module, flat: torch.Tensor) -> None:
+    offset = 0
+    for p in model.parameters():
+        n = p.numel()
+        opt.state[p]["momentum_buffer"] = flat[offset : offset + n].view_as(p).to(p.device).clone()
+        offset += n
+
+
+def train_one_expert(
+    cfg: Config, data: PreparedData, store: TrajectoryStore, i: int, bar: tqdm | None = None
+) -> None:
+    """Train expert i, checkpointing every `checkpoint_every` epochs, and commit it to the store."""
+    device = data.train_x.device
+    ecfg = cfg.experts
+    model = build_expert_model(cfg, data, ("expert", i, "init")).to(device)
+    opt = _optimizer(model, ecfg)
+    order_gen = generator(cfg.seed, "expert", i, "order")
+    aug_gen = generator(cfg.seed, "expert", i, "dsa")
+    aug = DSA(data.dsa_strategy) if ecfg.dsa else None
+
+    snapshots = [flat_params(model).cpu()]
+    history: dict[str, list[float]] = {"train_loss": [], "train_acc": [], "val_acc": [], "seconds": []}
+    start_epoch = 0
+    resumed = store.read_partial(i)
+    if resumed is not None:
+        tensors, meta = resumed
+        snapshots = list(tensors["snapshots"].unbind(0))
+        load_flat_(model, snapshots[-1].to(device))
+        for name, buf in model.named_buffers():
+            buf.copy_(tensors[f"buffer.{name}"].to(device))
+        if "momentum" in tensors:
+            _set_momentum(opt, model, tensors["momentum"])
+        order_gen.set_state(tensors["order_gen"])
+        aug_gen.set_state(tensors["aug_gen"])
+        history = meta["history"]
+        start_epoch = meta["epoch"]
+        if bar is not None:
+            bar.update(start_epoch)
+
+    for epoch in range(start_epoch, ecfg.train_epochs):
+        t0 = time.perf_counter()
+        loss, train_acc = train_epoch(
+            model, data.train_x, data.train_y, opt, ecfg.batch_train, order_gen, aug, aug_gen
+        )
+        # An explicit copy: on the CPU a detached view would alias the live weights.
+        snapshots.append(flat_params(model).cpu())
+        val_acc = accuracy(model, data.val_x, data.val_y)
+        history["train_loss"].append(loss)
+        history["train_acc"].append(train_acc)
+        history["val_acc"].append(val_acc)
+        history["seconds"].append(time.perf_counter() - t0)
+        if loss != loss:
+            raise FloatingPointError(
+                f"expert {i} diverged (NaN loss at epoch {epoch + 1}); lower experts.lr_teacher."
+            )
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(expert=i, epoch=epoch + 1, val_acc=f"{val_acc:.3f}")
+        done = epoch + 1
+        if done < ecfg.train_epochs and done % ecfg.checkpoint_every == 0:
+            tensors = {
+                "snapshots": torch.stack(snapshots),
+                "order_gen": order_gen.get_state(),
+                "aug_gen": aug_gen.get_state(),
+                **{f"buffer.{n}": b for n, b in model.named_buffers()},
+            }
+            mom = _momentum_flat(opt, model)
+            if mom is not None:
+                tensors["momentum"] = mom
+            store.write_partial(i, tensors, {"epoch": done, "history": history})
+
+    store.write_expert(i, torch.stack(snapshots), history)
+
+
+def train_experts(
+    cfg: Config, out: str | Path, data: PreparedData | None = None, progress: bool = True
+) -> TrajectoryStore:
+    """Train `experts.num_experts` experts into `out` (a trajectory store), continuing where it stopped."""
+    device = resolve_device(cfg.device)
+    data = data if data is not None else prepare(cfg.data, device)
+    probe = build_expert_model(cfg, data, ("expert", 0, "init"))
+    layout = ParamLayout.from_model(probe)
+    info = {
+        "num_params": layout.numel,
+        "train_epochs": cfg.experts.train_epochs,
+        "layer_boundaries": [list(b) for b in layout.layer_boundaries()],
+        "class_names": data.dataset.class_names,
+        "image_shape": list(data.image_shape),
+        "num_classes": data.num_classes,
+    }
+    store = TrajectoryStore.open_or_create(out, store_identity(cfg, data, probe), info)
+    todo = [i for i in range(cfg.experts.num_experts) if str(i) not in store.manifest["experts"]]
+    if todo:
+        with tqdm(
+            total=len(todo) * cfg.experts.train_epochs, desc="experts", unit="epoch", disable=not progress
+        ) as bar:
+            for i in todo:
+                train_one_expert(cfg, data, store, i, bar)
+    return store

@@ -1,0 +1,66 @@
+"""Plain supervised training on tensors (one epoch, accuracy), shared by experts and evaluation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data.augment import DSA
+
+
+def soft_cross_entropy(logits: Tensor, target_logits: Tensor) -> Tensor:
+    """`-sum softmax(target) * log_softmax(logits)`, mean over the batch (DATM's learned soft labels)."""
+    return -(F.softmax(target_logits, dim=1) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def classification_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy for int labels, soft cross-entropy for label logits (float, N x classes)."""
+    return soft_cross_entropy(logits, y) if y.is_floating_point() else F.cross_entropy(logits, y)
+
+
+def train_epoch(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    order_gen: torch.Generator,
+    aug: DSA | None = None,
+    aug_gen: torch.Generator | None = None,
+) -> tuple[float, float]:
+    """One pass over (x, y) in a seeded random order; DSA on every batch when `aug` is given.
+
+    Returns the mean loss and the accuracy on the (augmented) training batches.
+    """
+    model.train()
+    n = x.shape[0]
+    order = torch.randperm(n, generator=order_gen).to(x.device)
+    total_loss, correct = 0.0, 0
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        xb, yb = x[idx], y[idx]
+        if aug is not None:
+            xb = aug(xb, aug_gen)
+        logits = model(xb)
+        loss = classification_loss(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += float(loss.detach()) * idx.numel()
+        target = yb.argmax(dim=1) if yb.is_floating_point() else yb
+        correct += int((logits.argmax(dim=1) == target).sum())
+    return total_loss / max(n, 1), correct / max(n, 1)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy in eval mode; NaN for an empty split."""
+    if x.shape[0] == 0:
+        return float("nan")
+    model.eval()
+    correct = 0
+    for start in range(0, x.shape[0], batch_size):
+        logits = model(x[start : start + batch_size])
+        correct += int((logits.argmax(dim=1) == y[start : start + batch_size]).sum())
+    return correct / x.shape[0]

@@ -1,0 +1,92 @@
+import json
+
+import pytest
+import torch
+
+from distillset.config import load_config
+from distillset.errors import StoreError
+from distillset.experts.store import TrajectoryStore
+from distillset.experts.train import build_expert_model, train_experts
+from distillset.models import ParamLayout, flat_params
+from tests.conftest import TINY
+
+
+def test_experts_record_every_epoch_with_copies(tiny_cfg, digits_data, tmp_path):
+    store = train_experts(tiny_cfg, tmp_path / "experts", digits_data, progress=False)
+    assert store.completed == [0, 1]
+    traj = store.load(0)
+    model = build_expert_model(tiny_cfg, digits_data, ("expert", 0, "init"))
+    assert traj.shape == (tiny_cfg.experts.train_epochs + 1, ParamLayout.from_model(model).numel)
+    # The first snapshot is the seeded initialisation; every later one differs from the one before
+    # (saved snapshots that alias the live weights would all be equal).
+    assert torch.equal(traj[0], flat_params(model))
+    assert all(not torch.equal(traj[e], traj[e + 1]) for e in range(traj.shape[0] - 1))
+    assert torch.equal(store.snapshot(0, 2), traj[2])
+    assert not torch.equal(store.load(0)[0], store.load(1)[0])  # independent initialisations
+    manifest = json.loads((tmp_path / "experts" / "manifest.json").read_text())
+    rec = manifest["experts"]["0"]
+    assert len(rec["val_acc"]) == len(rec["train_acc"]) == tiny_cfg.experts.train_epochs
+    assert manifest["num_params"] == traj.shape[1]
+    bounds = manifest["layer_boundaries"]
+    assert bounds[0][1] == 0 and bounds[-1][2] == traj.shape[1]
+    assert manifest["identity"]["data"]["name"] == "digits"
+
+
+def test_rerun_keeps_finished_experts_and_adds_more(tiny_cfg, digits_data, tmp_path):
+    train_experts(tiny_cfg, tmp_path, digits_data, progress=False)
+    shard = tmp_path / "shard-00000.safetensors"
+    before = shard.stat().st_mtime_ns
+    more = tiny_cfg.model_copy(update={"experts": tiny_cfg.experts.model_copy(update={"num_experts": 3})})
+    store = train_experts(more, tmp_path, digits_data, progress=False)
+    assert store.completed == [0, 1, 2]
+    assert shard.stat().st_mtime_ns == before
+
+
+def test_interrupted_expert_resumes_to_the_same_trajectory(tiny_cfg, digits_data, tmp_path, monkeypatch):
+    cfg = tiny_cfg.model_copy(update={"experts": tiny_cfg.experts.model_copy(update={"momentum": 0.9})})
+    reference = train_experts(cfg, tmp_path / "a", digits_data, progress=False)
+
+    import distillset.experts.train as train_mod
+
+    real = train_mod.train_epoch
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # expert 1, epoch 2: after its first checkpoint
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_experts(cfg, tmp_path / "b", digits_data, progress=False)
+    assert (tmp_path / "b" / "partial-00001.safetensors").exists()
+    monkeypatch.setattr(train_mod, "train_epoch", real)
+    resumed = train_experts(cfg, tmp_path / "b", digits_data, progress=False)
+    assert not (tmp_path / "b" / "partial-00001.safetensors").exists()
+    for i in (0, 1):
+        assert torch.equal(resumed.load(i), reference.load(i))
+        assert resumed.record(i)["val_acc"] == reference.record(i)["val_acc"]
+
+
+def test_store_made_for_another_setting_is_refused(tiny_cfg, digits_data, tmp_path):
+    train_experts(tiny_cfg, tmp_path, digits_data, progress=False)
+    other = load_config("random-digits", [*TINY, "experts.lr_teacher=0.05"])
+    with pytest.raises(StoreError, match="lr_teacher"):
+        train_experts(other, tmp_path, digits_data, progress=False)
+
+
+def test_bf16_storage(tiny_cfg, digits_data, tmp_path):
+    cfg = load_config("random-digits", [*TINY, "experts.dtype=bfloat16", "experts.num_experts=1"])
+    store = train_experts(cfg, tmp_path, digits_data, progress=False)
+    traj = store.load(0)
+    assert traj.dtype == torch.float32
+    assert torch.equal(traj, traj.to(torch.bfloat16).float())
+
+
+def test_missing_or_corrupt_store(tmp_path):
+    with pytest.raises(StoreError, match="no manifest.json"):
+        TrajectoryStore(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(StoreError, match="unreadable"):
+        TrajectoryStore(tmp_path)
