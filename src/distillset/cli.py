@@ -1,0 +1,166 @@
+"""The `distillset` command: presets, experts, baseline, evaluate, demo.
+
+Bad input (an unknown key, a missing data file, a store made for another setting) prints one line
+naming the cause and the fix, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .config import Config, list_presets, load_config
+from .errors import DistillsetError
+from .utils import resolve_device, write_json, write_text
+
+
+def _split_items(items: tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """Separate the optional preset/YAML (the one item without '=') from the key=value overrides."""
+    sources = [i for i in items if "=" not in i]
+    if len(sources) > 1:
+        raise click.UsageError(f"give at most one preset or YAML file, got {', '.join(sources)}.")
+    return (sources[0] if sources else None), [i for i in items if "=" in i]
+
+
+def _resolve(items: tuple[str, ...], extra: list[str] = ()) -> tuple[str | None, Config]:
+    source, overrides = _split_items(items)
+    return source, load_config(source, [*overrides, *extra])
+
+
+def _run_dir(out: str | None, source: str | None) -> Path:
+    name = Path(source).stem if source else "default"
+    return Path(out) if out else Path("runs") / name
+
+
+def _echo_err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="distillset")
+def cli() -> None:
+    """Dataset distillation: condense a training set into a few synthetic images per class."""
+
+
+@cli.command()
+@click.argument("name", required=False)
+def presets(name: str | None) -> None:
+    """List the presets, or print one preset's fully resolved config."""
+    if name:
+        click.echo(load_config(name).to_yaml(), nl=False)
+        return
+    table = list_presets()
+    width = max(map(len, table))
+    for preset, desc in table.items():
+        click.echo(f"{preset:<{width}}  {desc}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("items", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<preset>).")
+def experts(items: tuple[str, ...], out: str | None) -> None:
+    """Train expert trajectories: distillset experts [PRESET_OR_YAML] [key=value ...]."""
+    from .experts.train import train_experts
+
+    source, cfg = _resolve(items)
+    run = _run_dir(out, source)
+    write_text(run / "config.yaml", cfg.to_yaml())
+    store = train_experts(cfg, run / "experts")
+    last = [store.record(i)["val_acc"][-1] for i in store.completed]
+    click.echo(
+        f"{len(store)} experts in {store.root} (final validation accuracy "
+        f"{100 * min(last):.1f}-{100 * max(last):.1f}%)."
+    )
+
+
+@cli.group()
+def baseline() -> None:
+    """Baseline artifacts in the distilled-set format, for comparisons."""
+
+
+@baseline.command("random", context_settings={"ignore_unknown_options": True})
+@click.argument("items", nargs=-1)
+@click.option("--ipc", type=int, required=True, help="Images per class.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Artifact directory to write.")
+def baseline_random(items: tuple[str, ...], ipc: int, out: str) -> None:
+    """Random real images per class: distillset baseline random --ipc K --out DIR [PRESET] [key=value ...]."""
+    from .baseline import random_subset
+    from .data.prepared import prepare
+
+    _, cfg = _resolve(items, [f"data.ipc={ipc}"])
+    data = prepare(cfg.data, resolve_device(cfg.device))
+    path = random_subset(cfg, data).save(out)
+    click.echo(f"random-real artifact (IPC {ipc}, {data.dataset.name}) written to {path}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("artifact", type=click.Path())
+@click.argument("overrides", nargs=-1)
+@click.option(
+    "--models", help="Comma-separated architectures, e.g. convnet,resnet18 (default: the config's)."
+)
+@click.option("--runs", type=int, help="Fresh networks per architecture.")
+@click.option("--root", help="Where the dataset lies on this machine, if not where the artifact was made.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the command-line contract).")
+@click.option("--save", type=click.Path(dir_okay=False), help="Also write the JSON report to this file.")
+def evaluate(
+    artifact: str,
+    overrides: tuple[str, ...],
+    models: str | None,
+    runs: int | None,
+    root: str | None,
+    as_json: bool,
+    save: str | None,
+) -> None:
+    """Train fresh networks on an artifact; report test accuracy beside the random-real baseline."""
+    from .config import apply_overrides, validate
+    from .evaluate import evaluate as run_eval
+    from .evaluate import format_report
+    from .synthetic import DistilledSet
+
+    art = DistilledSet.load(artifact)
+    extra = list(overrides)
+    if models:
+        extra.append(f"eval.models={models}")
+    if runs:
+        extra.append(f"eval.runs={runs}")
+    if root:
+        extra.append(f"data.root={root}")
+    cfg = validate(apply_overrides(art.meta["config"], extra))
+    report = run_eval(art, cfg, artifact_path=artifact, progress=not as_json or sys.stderr.isatty())
+    if save:
+        write_json(save, report)
+    click.echo(json.dumps(report) if as_json else format_report(report))
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("--quick", is_flag=True, help="A smaller run (seconds), for smoke tests.")
+def demo(out: str, quick: bool) -> None:
+    """The embedded end-to-end job on scikit-learn digits."""
+    from .demo import run_demo
+
+    t0 = time.perf_counter()
+    run_demo(Path(out), quick=quick, echo=click.echo)
+    click.echo(f"done in {time.perf_counter() - t0:.0f} s; outputs in {Path(out).resolve()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except DistillsetError as e:
+        _echo_err(f"error: {e}")
+        sys.exit(2)
+    except click.exceptions.Abort:
+        _echo_err("aborted.")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except FloatingPointError as e:
+        _echo_err(f"error: {e}")
+        sys.exit(1)

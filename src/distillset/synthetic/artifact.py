@@ -1,0 +1,136 @@
+"""The distilled-set artifact: `synthetic.safetensors` (images, labels or label logits, lr) + `manifest.json`.
+
+Images are stored in the network's input space (after mean/std or ZCA); the manifest says which
+preprocessing, and how the dataset was split, so any evaluator can rebuild the same test set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .. import __version__
+from ..errors import StoreError
+from ..utils import atomic_write, read_json, write_json
+
+FORMAT = "distillset.distilled/1"
+
+
+@dataclass
+class DistilledSet:
+    """A distilled set: N images, hard labels or label logits, and the learned (or given) lr.
+
+    `meta` carries the manifest fields that are not tensors: dataset (name, root, split), ipc,
+    num_classes, class_names, preprocessing, method.
+    """
+
+    images: Tensor
+    lr: float
+    labels: Tensor | None = None
+    label_logits: Tensor | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.labels is None) == (self.label_logits is None):
+            raise ValueError("a distilled set has exactly one of labels (hard) or label_logits (soft).")
+        n = self.images.shape[0]
+        lab = self.labels if self.labels is not None else self.label_logits
+        if lab.shape[0] != n:
+            raise ValueError(f"{n} images but {lab.shape[0]} labels.")
+
+    @property
+    def label_kind(self) -> str:
+        return "hard" if self.labels is not None else "soft"
+
+    @property
+    def targets(self) -> Tensor:
+        """What the evaluation trains on: int labels, or label logits for soft cross-entropy."""
+        return self.labels if self.labels is not None else self.label_logits
+
+    @property
+    def hard_labels(self) -> Tensor:
+        return self.labels if self.labels is not None else self.label_logits.argmax(dim=1)
+
+    def tensors(self) -> dict[str, Tensor]:
+        out = {
+            "images": self.images.detach().to("cpu", torch.float32).contiguous(),
+            "lr": torch.tensor(float(self.lr), dtype=torch.float32),
+        }
+        if self.labels is not None:
+            out["labels"] = self.labels.detach().to("cpu", torch.int64).contiguous()
+        else:
+            out["label_logits"] = self.label_logits.detach().to("cpu", torch.float32).contiguous()
+        return out
+
+    def storage_bytes(self) -> dict[str, int]:
+        """Bytes of each stored part (the 'storage' axis when methods are compared)."""
+        t = self.tensors()
+        lab = t["labels"] if "labels" in t else t["label_logits"]
+        parts = {
+            "images": t["images"].numel() * t["images"].element_size(),
+            "labels": lab.numel() * lab.element_size(),
+            "lr": t["lr"].element_size(),
+        }
+        parts["total"] = sum(parts.values())
+        return parts
+
+    def manifest(self) -> dict:
+        return {
+            "format": FORMAT,
+            "distillset_version": __version__,
+            **self.meta,
+            "num_images": int(self.images.shape[0]),
+            "image_shape": list(self.images.shape[1:]),
+            "label_kind": self.label_kind,
+            "lr": float(self.lr),
+            "storage_bytes": self.storage_bytes(),
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the artifact; the manifest goes last, so a directory with a manifest is complete."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = self.tensors()
+        atomic_write(directory / "synthetic.safetensors", lambda p: save_file(tensors, str(p)))
+        write_json(directory / "manifest.json", self.manifest())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> DistilledSet:
+        directory = Path(directory)
+        mpath, tpath = directory / "manifest.json", directory / "synthetic.safetensors"
+        if not mpath.exists() or not tpath.exists():
+            raise StoreError(
+                f"{directory} is not a distilled-set artifact (it needs manifest.json and "
+                "synthetic.safetensors); make one with `distillset run` or `distillset baseline`."
+            )
+        try:
+            manifest = read_json(mpath)
+            t = load_file(str(tpath))
+        except (json.JSONDecodeError, SafetensorError, OSError) as e:
+            raise StoreError(f"the artifact in {directory} is corrupt ({e}); make it again.") from e
+        if manifest.get("format") != FORMAT or "images" not in t or "lr" not in t:
+            raise StoreError(f"{directory} is not a {FORMAT} artifact.")
+        derived = {
+            "format",
+            "distillset_version",
+            "num_images",
+            "image_shape",
+            "label_kind",
+            "lr",
+            "storage_bytes",
+        }
+        meta = {k: v for k, v in manifest.items() if k not in derived}
+        return cls(
+            images=t["images"],
+            lr=float(t["lr"]),
+            labels=t.get("labels"),
+            label_logits=t.get("label_logits"),
+            meta=meta,
+        )

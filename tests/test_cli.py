@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from distillset.cli import main
+from tests.conftest import TINY
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    return exc.value.code, capsys.readouterr()
+
+
+def test_presets_lists(capsys):
+    main(["presets"])
+    assert "random-digits" in capsys.readouterr().out
+    main(["presets", "random-digits"])
+    assert "name: digits" in capsys.readouterr().out
+
+
+def test_bad_key_exits_2_with_one_line(capsys, tmp_path):
+    code, out = run(
+        capsys, "baseline", "random", "--ipc", "1", "--out", str(tmp_path), "random-digits", "data.ipcc=2"
+    )
+    assert code == 2
+    assert out.err.strip().count("\n") == 0 and "did you mean data.ipc" in out.err
+
+
+def test_missing_artifact_exits_2(capsys, tmp_path):
+    code, out = run(capsys, "evaluate", str(tmp_path / "nothing"))
+    assert code == 2 and "not a distilled-set artifact" in out.err
+
+
+def test_baseline_then_evaluate_json(capsys, tmp_path):
+    art = tmp_path / "art"
+    main(["baseline", "random", "--ipc", "1", "--out", str(art), "random-digits", *TINY])
+    capsys.readouterr()
+    main(["evaluate", str(art), "--json", "--runs", "2", "--models", "mlp", "eval.epochs=4"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["ipc"] == 1 and report["artifact"] == str(art)
+    assert set(report["results"]) == {"mlp"} and set(report["random_baseline"]) == {"mlp"}
+    for part in ("results", "random_baseline"):
+        r = report[part]["mlp"]
+        assert {"mean", "std", "runs"} <= set(r) and len(r["runs"]) == 2
+
+
+def test_experts_command_writes_config_and_store(capsys, tmp_path):
+    main(
+        [
+            "experts",
+            "random-digits",
+            *TINY,
+            "experts.num_experts=1",
+            "experts.train_epochs=1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert "1 experts" in capsys.readouterr().out
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "experts" / "manifest.json").exists()
+
+
+def test_demo_quick(capsys, tmp_path):
+    main(["demo", "--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "IPC 1" in out and "IPC 10" in out and str(tmp_path.resolve()) in out
+    assert (tmp_path / "random-ipc10" / "synthetic.safetensors").exists()
+    assert (tmp_path / "random-ipc1" / "evaluation.json").exists()
