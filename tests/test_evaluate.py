@@ -61,3 +61,12 @@ def test_soft_labels_train(tiny_cfg, digits_data):
     report = evaluate(soft, cfg, digits_data, progress=False)
     assert "random_baseline" not in report
     assert 0.0 <= report["results"]["convnet"]["mean"] <= 1.0
+
+
+def test_evaluation_refuses_another_dataset(tiny_cfg, digits_data):
+    from distillset.errors import StoreError
+
+    art = random_subset(tiny_cfg, digits_data)
+    art.meta["dataset"]["fingerprint"] = "0000000000000000"
+    with pytest.raises(StoreError, match="differs"):
+        evaluate(art, tiny_cfg, digits_data, progress=False)

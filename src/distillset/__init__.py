@@ -1,5 +1,44 @@
-"""distillset: dataset distillation with exact, constant-memory meta-gradients and honest evaluation."""
+"""distillset: dataset distillation with exact, constant-memory meta-gradients and honest evaluation.
+
+The Python API in brief::
+
+    import distillset as ds
+    cfg = ds.load_config("random-digits", ["data.ipc=10"])
+    data = ds.prepare(cfg.data, ds.resolve_device(cfg.device))
+    store = ds.train_experts(cfg, "runs/digits/experts", data)
+    art = ds.random_subset(cfg, data)          # or a distilled set
+    report = ds.evaluate(art, cfg, data)
+    art.save("runs/digits/distilled"); ds.DistilledSet.load("runs/digits/distilled")
+"""
 
 from importlib.metadata import version
 
 __version__ = version("distillset")
+
+from .baseline import random_subset  # noqa: E402
+from .config import Config, list_presets, load_config  # noqa: E402
+from .data import load_dataset  # noqa: E402
+from .data.prepared import PreparedData, prepare  # noqa: E402
+from .evaluate import evaluate, format_report  # noqa: E402
+from .experts.store import TrajectoryStore  # noqa: E402
+from .experts.train import train_experts  # noqa: E402
+from .models import build_model  # noqa: E402
+from .synthetic import DistilledSet  # noqa: E402
+from .utils import resolve_device  # noqa: E402
+
+__all__ = [
+    "Config",
+    "DistilledSet",
+    "PreparedData",
+    "TrajectoryStore",
+    "build_model",
+    "evaluate",
+    "format_report",
+    "list_presets",
+    "load_config",
+    "load_dataset",
+    "prepare",
+    "random_subset",
+    "resolve_device",
+    "train_experts",
+]

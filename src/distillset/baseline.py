@@ -13,7 +13,7 @@ def artifact_meta(cfg: Config, data: PreparedData, method: str) -> dict:
     ds = data.dataset
     return {
         "method": method,
-        "dataset": {"name": ds.name, "source": ds.source, **data.fingerprint()},
+        "dataset": {"name": ds.name, "source": ds.source, "fingerprint": ds.fingerprint()},
         "ipc": cfg.data.ipc,
         "num_classes": ds.num_classes,
         "class_names": ds.class_names,

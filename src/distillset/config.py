@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .data.augment import parse_strategy
 from .errors import ConfigError
 
 
@@ -33,6 +34,13 @@ class DataConfig(Section):
     image_size: int | None = None  # resize folder images to this size
     zca: bool = False  # ZCA whitening (CIFAR/Tiny in MTT/DATM/PAD) instead of mean/std
     dsa_strategy: str | None = None  # None: the dataset's default (no flip for handwritten digits)
+
+    @field_validator("dsa_strategy")
+    @classmethod
+    def _known_families(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_strategy(v)  # raises ValueError naming the valid families
+        return v
 
 
 class ModelConfig(Section):

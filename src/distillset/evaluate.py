@@ -109,10 +109,10 @@ def data_config_of(art: DistilledSet, root: str | None = None) -> DataConfig:
 
 
 def check_same_data(art: DistilledSet, data: PreparedData) -> None:
-    want = art.meta.get("dataset", {})
+    want = {"fingerprint": art.meta.get("dataset", {}).get("fingerprint"), "split": art.meta.get("split")}
     have = data.fingerprint()
-    for key in ("fingerprint", "split"):
-        if key in want and want[key] != have[key]:
+    for key, value in want.items():
+        if value is not None and value != have[key]:
             raise StoreError(
                 f"the dataset rebuilt for evaluation differs from the artifact's ({key}); "
                 "point data.root at the same files."
@@ -143,7 +143,12 @@ def evaluate(
     jobs = len(ecfg.models) * ecfg.runs * (2 if ecfg.baseline else 1) + (
         len(ecfg.models) if ecfg.full_data else 0
     )
-    report: dict = {"artifact": str(artifact_path) if artifact_path else None, "ipc": ipc, "results": {}}
+    report: dict = {
+        "artifact": str(artifact_path) if artifact_path else None,
+        "ipc": ipc,
+        "method": art.meta.get("method"),
+        "results": {},
+    }
     if ecfg.baseline:
         report["random_baseline"] = {}
     if ecfg.full_data:
@@ -208,9 +213,9 @@ def evaluate(
 
 def format_report(report: dict) -> str:
     """A plain-text table: accuracy (%) mean +- std per architecture, beside the random baseline."""
-    cols = ["model", f"distilled (IPC {report['ipc']})"]
+    cols = ["model", f"{report.get('method') or 'distilled'} (IPC {report['ipc']})"]
     if "random_baseline" in report:
-        cols.append("random real")
+        cols.append("random real (a fresh subset per run)")
     if "full_data" in report:
         cols.append("full data")
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]

@@ -41,6 +41,7 @@ class Dataset:
     std: list[float]
     split: dict = field(default_factory=dict)
     source: str = ""
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def channels(self) -> int:
@@ -55,9 +56,12 @@ class Dataset:
         return self.channels, *self.size
 
     def fingerprint(self) -> str:
-        """A short hash of the name, the split recipe and the training images and labels."""
+        """A short hash of the name, the split recipe and the training images and labels (computed once)."""
+        if self._fingerprint is not None:
+            return self._fingerprint
         h = hashlib.blake2b(digest_size=8)
         h.update(repr((self.name, sorted(self.split.items()), tuple(self.train.x.shape))).encode())
         h.update(self.train.x.contiguous().numpy().tobytes())
         h.update(self.train.y.contiguous().numpy().tobytes())
-        return h.hexdigest()
+        self._fingerprint = h.hexdigest()
+        return self._fingerprint

@@ -8,14 +8,13 @@ import torch
 from torch import Tensor
 
 from ..config import DataConfig
+from .augment import DEFAULT_STRATEGY, DIGITS_STRATEGY
 from .base import Dataset
 from .preprocess import Preprocessor, fit_preprocessor
 from .sources import load_dataset
 
-# Handwritten digits must not be mirrored (DSA's flip turns a 2 into a mirrored 2).
+# Handwritten digits must not be mirrored (a mirrored digit is another symbol).
 HANDWRITTEN = {"digits", "mnist"}
-DSA_DEFAULT = "color_crop_cutout_flip_scale_rotate"
-DSA_NO_FLIP = "color_crop_cutout_scale_rotate"
 
 
 @dataclass
@@ -51,7 +50,7 @@ class PreparedData:
 
 
 def default_dsa_strategy(name: str) -> str:
-    return DSA_NO_FLIP if name in HANDWRITTEN else DSA_DEFAULT
+    return DIGITS_STRATEGY if name in HANDWRITTEN else DEFAULT_STRATEGY
 
 
 def load_from_config(cfg: DataConfig) -> Dataset:
