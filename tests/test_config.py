@@ -29,6 +29,8 @@ def test_overrides_are_typed_and_applied():
         (["eval.runs=abc"], "eval.runs"),
         (["model.norm=weird"], "model.norm"),
         (["data"], "section.key=value"),
+        (["model.name=resnet19"], "did you mean 'resnet18'"),
+        (["eval.models=convnet,vgg"], "eval.models"),
     ],
 )
 def test_bad_keys_and_values_fail_clearly(override, fragment):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .data.augment import parse_strategy
 from .errors import ConfigError
+from .models import list_models
 
 
 class Section(BaseModel):
@@ -43,12 +44,23 @@ class DataConfig(Section):
         return v
 
 
+def _known_model(name: str) -> str:
+    known = list_models(include_aliases=True)
+    if name.lower() not in known:
+        close = difflib.get_close_matches(name.lower(), known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown model {name!r}; {hint}valid models: {', '.join(known)}")
+    return name
+
+
 class ModelConfig(Section):
     name: str = "convnet"
     width: int = Field(128, ge=1)
     depth: int | None = Field(None, ge=1)  # None: the field's default for the resolution
     norm: Literal["instance", "batch", "layer", "group", "none"] = "instance"
     pooling: Literal["avg", "max", "none"] = "avg"
+
+    _check_name = field_validator("name")(_known_model)
 
 
 class ExpertsConfig(Section):
@@ -86,6 +98,13 @@ class EvalConfig(Section):
         if isinstance(v, str):
             return [m.strip() for m in v.split(",") if m.strip()]
         return v
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one architecture, e.g. convnet")
+        return [_known_model(m) for m in v]
 
 
 class Config(Section):
@@ -220,7 +239,8 @@ def validate(data: dict) -> Config:
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{where}: {err['msg']} (got {err.get('input')!r}).") from e
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {msg} (got {err.get('input')!r}).") from e
 
 
 def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
