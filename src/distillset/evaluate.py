@@ -231,7 +231,6 @@ def format_report(report: dict) -> str:
             row.append(f"{100 * report['full_data'][name]['mean']:.2f}")
         lines.append(" | ".join(row))
     runs = len(next(iter(report["results"].values()))["runs"]) if report["results"] else 0
-    lines.append(
-        f"test accuracy (%), mean +- std over {runs} fresh networks; checkpoints chosen on validation."
-    )
+    nets = "1 fresh network" if runs == 1 else f"{runs} fresh networks"
+    lines.append(f"test accuracy (%), mean +- std over {nets}; checkpoints chosen on validation.")
     return "\n".join(lines)
