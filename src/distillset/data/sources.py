@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import importlib.resources
 import importlib.util
 import inspect
@@ -34,6 +33,7 @@ from tqdm import tqdm
 
 from distillset.data.base import Dataset, Split
 from distillset.errors import ConfigError, DataError
+from distillset.utils import generator as seeded_generator
 
 __all__ = ["SourceData", "list_datasets", "load_dataset", "register_dataset"]
 
@@ -165,8 +165,7 @@ def _count(label: str, value: float | int, n: int) -> int:
 
 def _generator(split_seed: int, stage: str) -> torch.Generator:
     # One generator per stage, so that e.g. the test hold-out does not move when val_size changes.
-    digest = hashlib.blake2b(f"distillset-split/{split_seed}/{stage}".encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "big") & (2**63 - 1))
+    return seeded_generator(split_seed, "split", stage)
 
 
 def _stratified_pick(y: Tensor, n: int, num_classes: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
