@@ -61,6 +61,16 @@ def test_experts_command_writes_config_and_store(capsys, tmp_path):
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "experts" / "manifest.json").exists()
 
 
+def test_refused_experts_run_keeps_its_config(capsys, tmp_path):
+    main(["experts", "random-digits", *TINY, "experts.train_epochs=1", "--out", str(tmp_path)])
+    before = (tmp_path / "config.yaml").read_text()
+    code, out = run(
+        capsys, "experts", "random-digits", *TINY, "experts.train_epochs=2", "--out", str(tmp_path)
+    )
+    assert code == 2 and "train_epochs" in out.err
+    assert (tmp_path / "config.yaml").read_text() == before
+
+
 def test_demo_quick(capsys, tmp_path):
     main(["demo", "--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out

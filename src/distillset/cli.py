@@ -68,8 +68,11 @@ def experts(items: tuple[str, ...], out: str | None) -> None:
 
     source, cfg = _resolve(items)
     run = _run_dir(out, source)
-    write_text(run / "config.yaml", cfg.to_yaml())
+    # Written before training only into a new directory: a run refused for another setting keeps its own.
+    if not (run / "config.yaml").exists():
+        write_text(run / "config.yaml", cfg.to_yaml())
     store = train_experts(cfg, run / "experts")
+    write_text(run / "config.yaml", cfg.to_yaml())
     last = [store.record(i)["val_acc"][-1] for i in store.completed]
     click.echo(
         f"{len(store)} experts in {store.root} (final validation accuracy "
