@@ -23,11 +23,10 @@ from .config import Config, DataConfig, EvalConfig
 from .data.augment import DSA
 from .data.prepared import PreparedData, prepare
 from .errors import StoreError
-from .experts.train import model_options
-from .models import build_model
+from .networks import seeded_model
 from .synthetic import DistilledSet, random_real_indices
 from .training import accuracy, train_epoch
-from .utils import derive_seed, generator, resolve_device
+from .utils import generator, resolve_device
 
 
 def train_and_test(
@@ -92,9 +91,7 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def _fresh_model(cfg: Config, name: str, data: PreparedData, tags: tuple) -> torch.nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(cfg.seed, *tags))
-        model = build_model(name, data.image_shape, data.num_classes, **model_options(cfg.model, name))
+    model = seeded_model(cfg.model, data.image_shape, data.num_classes, cfg.seed, *tags, name=name)
     return model.to(data.train_x.device)
 
 

@@ -14,33 +14,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, ExpertsConfig, ModelConfig
+from ..config import Config, ExpertsConfig
 from ..data.augment import DSA
 from ..data.prepared import PreparedData, prepare
-from ..models import ParamLayout, build_model, flat_params, load_flat_
+from ..models import ParamLayout, flat_params, load_flat_
+from ..networks import seeded_model
 from ..training import accuracy, train_epoch
-from ..utils import derive_seed, generator, resolve_device
+from ..utils import generator, resolve_device
 from .store import TrajectoryStore
 
 
-def model_options(cfg: ModelConfig, name: str | None = None) -> dict:
-    """The options `build_model` takes for the configured architecture (ConvNet keeps width/depth/norm)."""
-    name = (name or cfg.name).lower()
-    if name.startswith("convnet"):
-        opts = {"width": cfg.width, "norm": cfg.norm, "pooling": cfg.pooling}
-        if cfg.depth is not None:
-            opts["depth"] = cfg.depth
-        if name != "convnet":
-            opts.pop("norm")  # the alias fixes its own norm
-        return opts
-    return {}
-
-
 def build_expert_model(cfg: Config, data: PreparedData, seed_tags: tuple) -> torch.nn.Module:
-    """A fresh network whose initialisation depends only on the seed (built on the CPU, then moved)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(cfg.seed, *seed_tags))
-        return build_model(cfg.model.name, data.image_shape, data.num_classes, **model_options(cfg.model))
+    """A fresh network of the configured architecture whose initialisation depends only on the seed."""
+    return seeded_model(cfg.model, data.image_shape, data.num_classes, cfg.seed, *seed_tags)
 
 
 def store_identity(cfg: Config, data: PreparedData, model: torch.nn.Module) -> dict:
@@ -65,18 +51,16 @@ def _optimizer(model: torch.nn.Module, cfg: ExpertsConfig) -> torch.optim.SGD:
 
 
 def _momentum_flat(opt: torch.optim.SGD, model: torch.nn.Module) -> torch.Tensor | None:
-    bufs = [opt.state.get(p, {}).get("momentum_buffer") for p in model.parameters()]
-    if any(b is None for b in bufs):
+    bufs = {n: opt.state.get(p, {}).get("momentum_buffer") for n, p in model.named_parameters()}
+    if any(b is None for b in bufs.values()):
         return None
-    return torch.cat([b.detach().flatten() for b in bufs])
+    return ParamLayout.from_model(model).flatten(bufs)
 
 
 def _set_momentum(opt: torch.optim.SGD, model: torch.nn.Module, flat: torch.Tensor) -> None:
-    offset = 0
-    for p in model.parameters():
-        n = p.numel()
-        opt.state[p]["momentum_buffer"] = flat[offset : offset + n].view_as(p).to(p.device).clone()
-        offset += n
+    views = ParamLayout.from_model(model).unflatten(flat)
+    for n, p in model.named_parameters():
+        opt.state[p]["momentum_buffer"] = views[n].to(p.device).clone()
 
 
 def train_one_expert(
