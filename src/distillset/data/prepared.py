@@ -70,7 +70,7 @@ def load_from_config(cfg: DataConfig) -> Dataset:
 def prepare(cfg: DataConfig, device: torch.device, dataset: Dataset | None = None) -> PreparedData:
     """Load (unless given), fit the preprocessing on the training split alone, apply it to all three."""
     ds = dataset if dataset is not None else load_from_config(cfg)
-    prep = fit_preprocessor(ds.train.x, ds.mean, ds.std, zca=cfg.zca)
+    prep = fit_preprocessor(ds.train.x, ds.mean, ds.std, zca=cfg.zca, device=device)
     return PreparedData(
         dataset=ds,
         prep=prep,
