@@ -57,7 +57,7 @@ def test_experts_command_writes_config_and_store(capsys, tmp_path):
             str(tmp_path),
         ]
     )
-    assert "1 experts" in capsys.readouterr().out
+    assert "1 expert in" in capsys.readouterr().out
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "experts" / "manifest.json").exists()
 
 
