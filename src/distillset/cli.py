@@ -73,12 +73,7 @@ def experts(items: tuple[str, ...], out: str | None) -> None:
         write_text(run / "config.yaml", cfg.to_yaml())
     store = train_experts(cfg, run / "experts")
     write_text(run / "config.yaml", cfg.to_yaml())
-    last = [store.record(i)["val_acc"][-1] for i in store.completed]
-    span = f"{100 * last[0]:.1f}%" if len(last) == 1 else f"{100 * min(last):.1f}-{100 * max(last):.1f}%"
-    click.echo(
-        f"{len(store)} expert{'s' if len(store) != 1 else ''} in {store.root} "
-        f"(final validation accuracy {span})."
-    )
+    click.echo(f"{store.summary()}.")
 
 
 @cli.group()

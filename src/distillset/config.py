@@ -143,8 +143,8 @@ def list_presets() -> dict[str, str]:
     for name, entry in sorted(_preset_files().items()):
         if name.startswith("base/"):
             continue
-        first = entry.read_text().splitlines()[0] if entry.read_text() else ""
-        out[name] = first.lstrip("# ").strip()
+        lines = entry.read_text().splitlines()
+        out[name] = lines[0].lstrip("# ").strip() if lines else ""
     return out
 
 

@@ -28,11 +28,7 @@ def run_demo(out: Path, quick: bool = False, echo: Callable[[str], None] = print
     echo(f"digits: {len(data.train_y)} train / {len(data.val_y)} validation / {len(data.test_y)} test images")
 
     store = train_experts(cfg, out / "experts", data)
-    accs = [store.record(i)["val_acc"][-1] for i in store.completed]
-    echo(
-        f"{len(store)} experts x {cfg.experts.train_epochs} epochs in {store.root}; final validation "
-        f"accuracy {100 * min(accs):.1f}-{100 * max(accs):.1f}%"
-    )
+    echo(f"{store.summary()}, {cfg.experts.train_epochs} epochs each")
 
     reports = {}
     for ipc in (1, 10):

@@ -93,6 +93,15 @@ class TrajectoryStore:
     def __len__(self) -> int:
         return len(self.manifest["experts"])
 
+    def summary(self) -> str:
+        """One line for people: how many experts, where, and their final validation accuracy."""
+        last = [self.record(i)["val_acc"][-1] for i in self.completed]
+        if not last:
+            return f"no experts in {self.root}"
+        span = f"{100 * last[0]:.1f}%" if len(last) == 1 else f"{100 * min(last):.1f}-{100 * max(last):.1f}%"
+        plural = "s" if len(last) != 1 else ""
+        return f"{len(last)} expert{plural} in {self.root} (final validation accuracy {span})"
+
     def record(self, i: int) -> dict:
         return self.manifest["experts"][str(i)]
 
@@ -125,8 +134,7 @@ class TrajectoryStore:
             return None
         try:
             with safe_open(str(path), framework="pt") as f:
-                meta = json.loads(f.metadata()["meta"])
-            return load_file(str(path)), meta
+                return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["meta"])
         except (SafetensorError, OSError, KeyError, json.JSONDecodeError):
             # A partial checkpoint is only a shortcut: an unreadable one means starting this expert again.
             path.unlink(missing_ok=True)
