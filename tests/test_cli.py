@@ -77,3 +77,43 @@ def test_demo_quick(capsys, tmp_path):
     assert "IPC 1" in out and "IPC 10" in out and str(tmp_path.resolve()) in out
     assert (tmp_path / "random-ipc10" / "synthetic.safetensors").exists()
     assert (tmp_path / "random-ipc1" / "evaluation.json").exists()
+
+
+RUN_TINY = [
+    *TINY,
+    "experts.train_epochs=3",
+    "distill.iterations=2",
+    "distill.syn_steps=2",
+    "distill.max_start_epoch=1",
+    "distill.current_max_start_epoch=1",
+    "distill.eval_every=2",
+    "distill.eval_epochs=2",
+    "eval.runs=1",
+    "eval.epochs=3",
+]
+
+
+def test_run_then_distill_again_reuses_everything(capsys, tmp_path):
+    main(["run", "datm-digits", *RUN_TINY, "--json", "--out", str(tmp_path)])
+    report = json.loads(capsys.readouterr().out)
+    assert report["method"] == "datm" and set(report["results"]) == {"convnet"}
+    assert "random_baseline" in report
+    assert (tmp_path / "evaluation.json").exists() and (tmp_path / "distilled" / "manifest.json").exists()
+    shard = tmp_path / "experts" / "shard-00000.safetensors"
+    before = shard.stat().st_mtime_ns
+    # the distill stage alone, on the same run directory and two more iterations: continues, reuses experts
+    main(["distill", "datm-digits", *RUN_TINY, "distill.iterations=4", "--out", str(tmp_path)])
+    assert "distilled set written to" in capsys.readouterr().out
+    assert shard.stat().st_mtime_ns == before
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["it"] for x in lines if "event" not in json.loads(x)] == [0, 1, 2, 3]
+
+
+def test_distill_without_experts_exits_2(capsys, tmp_path):
+    code, out = run(capsys, "distill", "mtt-digits", *RUN_TINY, "--out", str(tmp_path))
+    assert code == 2 and "no expert trajectories" in out.err
+
+
+def test_run_of_random_preset_is_a_usage_error(capsys, tmp_path):
+    code, out = run(capsys, "run", "random-digits", "--out", str(tmp_path))
+    assert code == 2 and "nothing to distil" in out.err

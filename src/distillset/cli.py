@@ -1,4 +1,4 @@
-"""The `distillset` command: presets, experts, baseline, evaluate, demo.
+"""The `distillset` command: presets, experts, distill, run, baseline, evaluate, demo, bench.
 
 Bad input (an unknown key, a missing data file, a store made for another setting) prints one line
 naming the cause and the fix, and exits with status 2.
@@ -68,12 +68,102 @@ def experts(items: tuple[str, ...], out: str | None) -> None:
 
     source, cfg = _resolve(items)
     run = _run_dir(out, source)
-    # Written before training only into a new directory: a run refused for another setting keeps its own.
-    if not (run / "config.yaml").exists():
-        write_text(run / "config.yaml", cfg.to_yaml())
+    _write_config(run, cfg)
     store = train_experts(cfg, run / "experts")
     write_text(run / "config.yaml", cfg.to_yaml())
     click.echo(f"{store.summary()}.")
+
+
+def _prepare_run(items: tuple[str, ...], out: str | None) -> tuple[Config, Path]:
+    source, cfg = _resolve(items)
+    if cfg.method == "random":
+        raise click.UsageError(
+            "this config's method is random: nothing to distil. Name a distillation preset "
+            "(e.g. datm-digits) or set method=... with a distill section."
+        )
+    run = _run_dir(out, source)
+    return cfg, run
+
+
+def _write_config(run: Path, cfg: Config) -> None:
+    """Written before work only into a new directory: a run refused for another setting keeps its own."""
+    if not (run / "config.yaml").exists():
+        write_text(run / "config.yaml", cfg.to_yaml())
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("items", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<preset>).")
+@click.option(
+    "--experts", "experts_dir", type=click.Path(file_okay=False), help="Expert store (default OUT/experts)."
+)
+def distill(items: tuple[str, ...], out: str | None, experts_dir: str | None) -> None:
+    """Distil from existing experts: distillset distill PRESET_OR_YAML [key=value ...] [--out DIR]."""
+    from .data.prepared import prepare
+    from .distill import open_experts, run_distillation
+
+    cfg, run = _prepare_run(items, out)
+    data = prepare(cfg.data, resolve_device(cfg.device))
+    store = open_experts(cfg, data, Path(experts_dir) if experts_dir else run / "experts")
+    _write_config(run, cfg)
+    result = _interruptible(lambda: run_distillation(cfg, run, data, store), run)
+    write_text(run / "config.yaml", cfg.to_yaml())
+    _echo_distilled(result)
+
+
+def _interruptible(fn, run: Path):  # noqa: ANN001, ANN202
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        raise DistillsetError(
+            f"interrupted; progress is kept in {run}: run the same command again to continue."
+        ) from None
+
+
+def _echo_distilled(result) -> None:  # noqa: ANN001
+    where = result.path / "distilled"
+    if result.best_val is None:
+        click.echo(f"distilled set (last iteration; no validation split) written to {where}")
+    else:
+        click.echo(
+            f"distilled set written to {where}: iteration {result.best_iteration}, "
+            f"validation accuracy {100 * result.best_val:.2f}% (the best check)"
+        )
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("items", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<preset>).")
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as one JSON object.")
+def run(items: tuple[str, ...], out: str | None, as_json: bool) -> None:
+    """Experts -> distill -> evaluate in one run directory: distillset run PRESET_OR_YAML [key=value ...].
+
+    Experts already in the run directory that match the config are reused; an interrupted run continues.
+    """
+    from .data.prepared import prepare
+    from .distill import run_distillation
+    from .evaluate import evaluate as run_eval
+    from .evaluate import format_report
+    from .experts.train import train_experts
+
+    cfg, run_dir = _prepare_run(items, out)
+    data = prepare(cfg.data, resolve_device(cfg.device))
+    _write_config(run_dir, cfg)
+    progress = not as_json or sys.stderr.isatty()
+
+    def job():  # noqa: ANN202
+        store = train_experts(cfg, run_dir / "experts", data, progress=progress)
+        if not as_json:
+            click.echo(f"{store.summary()}.")
+        return run_distillation(cfg, run_dir, data, store, progress=progress)
+
+    result = _interruptible(job, run_dir)
+    write_text(run_dir / "config.yaml", cfg.to_yaml())
+    if not as_json:
+        _echo_distilled(result)
+    report = run_eval(result.artifact, cfg, data, progress=progress, artifact_path=run_dir / "distilled")
+    write_json(run_dir / "evaluation.json", report)
+    click.echo(json.dumps(report) if as_json else format_report(report))
 
 
 @cli.group()

@@ -107,6 +107,38 @@ class EvalConfig(Section):
         return [_known_model(m) for m in v]
 
 
+class DistillConfig(Section):
+    """Trajectory matching (MTT/DATM): the authors' key names; defaults are MTT's."""
+
+    iterations: int = Field(5000, ge=0)
+    syn_steps: int = Field(20, ge=0)  # N, inner steps of the student per iteration
+    expert_epochs: int = Field(2, ge=1)  # M, the target is the snapshot M epochs after the start
+    min_start_epoch: int = Field(0, ge=0)
+    max_start_epoch: int = Field(20, ge=1)  # start epochs are drawn from [min_start_epoch, upper)
+    sequential_generation: bool = False  # DATM's difficulty-aligned window, growing during distillation
+    current_max_start_epoch: int = Field(20, ge=1)  # the window's initial upper bound
+    expansion_end_epoch: int = Field(1000, ge=1)  # iteration at which the window reaches max_start_epoch
+    lr_img: float = Field(1000.0, gt=0)
+    lr_lr: float = Field(1e-5, ge=0)
+    lr_y: float = Field(2.0, ge=0)
+    lr_init: float | None = Field(None, gt=0)  # the synthetic lr's start; None: experts.lr_teacher
+    momentum_img: float = Field(0.5, ge=0, lt=1)
+    momentum_lr: float = Field(0.5, ge=0, lt=1)
+    momentum_y: float = Field(0.9, ge=0, lt=1)
+    batch_syn: int | None = Field(None, ge=1)  # synthetic images per inner step; None: all of them
+    inner_momentum: float = Field(0.0, ge=0, lt=1)  # heavy-ball momentum of the student (AST: 0.9)
+    dsa: bool = True  # DSA on every inner step
+    engine: Literal["unroll", "tesla", "adjoint"] = "adjoint"
+    init: Literal["real", "correct"] = "real"  # random real images, or ones expert 0 classifies correctly
+    soft_label: bool = False  # learn label logits initialised from the experts (DATM)
+    threshold: float | None = Field(None, gt=0)  # skip the update when the loss exceeds this (DATM: 1.0)
+    max_experts: int | None = Field(None, ge=1)  # use only the first experts of the store
+    eval_every: int = Field(100, ge=1)  # iterations between validation checks of the synthetic set
+    eval_runs: int = Field(1, ge=1)  # fresh networks per validation check
+    eval_epochs: int = Field(100, ge=1)  # epochs per validation network (the eval section's recipe)
+    checkpoint_every: int = Field(20, ge=1)  # iterations between resumable checkpoints
+
+
 class Config(Section):
     method: str = "random"
     seed: int = 0
@@ -114,6 +146,7 @@ class Config(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     experts: ExpertsConfig = Field(default_factory=ExpertsConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     def to_yaml(self) -> str:

@@ -29,6 +29,44 @@ from .training import accuracy, train_epoch
 from .utils import generator, resolve_device
 
 
+def _recipe(model, ecfg: EvalConfig, lr: float, data: PreparedData, seed_tags: tuple, seed: int):
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=ecfg.momentum, weight_decay=ecfg.weight_decay)
+    order_gen = generator(seed, *seed_tags, "order")
+    aug_gen = generator(seed, *seed_tags, "dsa")
+    aug = DSA(data.dsa_strategy) if ecfg.dsa else None
+    return opt, order_gen, aug, aug_gen
+
+
+def _epoch(model, x, y, ecfg, opt, epoch, epochs, lr, order_gen, aug, aug_gen) -> float:  # noqa: ANN001
+    decay_epoch = int(epochs * ecfg.decay_at)
+    if epoch == decay_epoch and decay_epoch > 0:
+        for group in opt.param_groups:
+            group["lr"] *= 0.1
+    loss, _ = train_epoch(model, x, y, opt, ecfg.batch, order_gen, aug, aug_gen)
+    if loss != loss:
+        raise FloatingPointError(f"evaluation diverged (NaN loss) with lr={lr:g}; pass a smaller eval.lr.")
+    return loss
+
+
+def validation_accuracy(
+    model: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+    data: PreparedData,
+    ecfg: EvalConfig,
+    lr: float,
+    epochs: int,
+    seed_tags: tuple,
+    seed: int,
+) -> float:
+    """Train with the evaluation recipe and return the final validation accuracy; never looks at the test
+    set (what distillation uses to choose its best synthetic set)."""
+    opt, order_gen, aug, aug_gen = _recipe(model, ecfg, lr, data, seed_tags, seed)
+    for epoch in range(epochs):
+        _epoch(model, x, y, ecfg, opt, epoch, epochs, lr, order_gen, aug, aug_gen)
+    return accuracy(model, data.val_x, data.val_y)
+
+
 def train_and_test(
     model: torch.nn.Module,
     x: Tensor,
@@ -41,24 +79,13 @@ def train_and_test(
     seed: int,
 ) -> dict:
     """Train `model` on (x, y); choose the checkpoint with the best validation accuracy; test it."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=ecfg.momentum, weight_decay=ecfg.weight_decay)
-    decay_epoch = int(epochs * ecfg.decay_at)
-    order_gen = generator(seed, *seed_tags, "order")
-    aug_gen = generator(seed, *seed_tags, "dsa")
-    aug = DSA(data.dsa_strategy) if ecfg.dsa else None
+    opt, order_gen, aug, aug_gen = _recipe(model, ecfg, lr, data, seed_tags, seed)
     has_val = data.val_x.shape[0] > 0
     best_val, best_state, best_epoch = -1.0, None, epochs
     max_test = 0.0
     checkpoints = set(range(ecfg.val_every, epochs + 1, ecfg.val_every)) | {epochs}
     for epoch in range(epochs):
-        if epoch == decay_epoch and decay_epoch > 0:
-            for group in opt.param_groups:
-                group["lr"] *= 0.1
-        loss, _ = train_epoch(model, x, y, opt, ecfg.batch, order_gen, aug, aug_gen)
-        if loss != loss:
-            raise FloatingPointError(
-                f"evaluation diverged (NaN loss) with lr={lr:g}; pass a smaller eval.lr."
-            )
+        _epoch(model, x, y, ecfg, opt, epoch, epochs, lr, order_gen, aug, aug_gen)
         if epoch + 1 in checkpoints:
             if ecfg.authors_statistic:
                 max_test = max(max_test, accuracy(model, data.test_x, data.test_y))

@@ -1,0 +1,232 @@
+"""The distillation loop: window schedule, DATM's initialisations, checkpoints and bit-identical resume."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+import torch
+
+from distillset.config import load_config
+from distillset.errors import ConfigError, StoreError
+from distillset.experts.train import train_experts
+from distillset.synthetic import DistilledSet, correct_real_indices, expert_label_logits
+
+dmod = importlib.import_module("distillset.distill")
+
+TINY_DISTILL = [
+    "model.width=8",
+    "experts.num_experts=2",
+    "experts.train_epochs=4",
+    "experts.batch_train=128",
+    "eval.runs=1",
+    "eval.epochs=4",
+    "device=cpu",
+    "distill.iterations=6",
+    "distill.syn_steps=3",
+    "distill.max_start_epoch=2",
+    "distill.current_max_start_epoch=1",
+    "distill.expansion_end_epoch=4",
+    "distill.eval_every=3",
+    "distill.eval_epochs=3",
+    "distill.checkpoint_every=2",
+    "distill.lr_img=10",
+]
+
+
+@pytest.fixture(scope="module")
+def datm_cfg():
+    return load_config("datm-digits", TINY_DISTILL)
+
+
+@pytest.fixture(scope="module")
+def experts_dir(tmp_path_factory, datm_cfg, digits_data):
+    out = tmp_path_factory.mktemp("experts")
+    train_experts(datm_cfg, out, digits_data, progress=False)
+    return out
+
+
+def _run(cfg, tmp, experts_dir, data):
+    from distillset.experts.store import TrajectoryStore
+
+    return dmod.run_distillation(cfg, tmp, data, TrajectoryStore(experts_dir), progress=False)
+
+
+def test_window_schedule_matches_datm():
+    cfg = load_config(
+        "datm-digits",
+        [
+            "distill.min_start_epoch=0",
+            "distill.current_max_start_epoch=10",
+            "distill.max_start_epoch=20",
+            "distill.expansion_end_epoch=1000",
+        ],
+    ).distill
+    # upper = min(max, current + int((max - current) * it / expansion_end)), as in DATM
+    assert [dmod.start_epoch_upper(cfg, it) for it in (0, 99, 100, 550, 999, 1000, 5000)] == [
+        10,
+        10,
+        11,
+        15,
+        19,
+        20,
+        20,
+    ]
+    fixed = cfg.model_copy(update={"sequential_generation": False})
+    assert dmod.start_epoch_upper(fixed, 0) == 20
+    gen = torch.Generator().manual_seed(0)
+    draws = {dmod.sample_start_epoch(cfg, 0, gen) for _ in range(400)}
+    assert draws == set(range(0, 10))  # [min, upper): upper excluded
+
+
+def test_schedule_is_checked_against_the_experts():
+    cfg = load_config("mtt-digits", ["distill.max_start_epoch=30", "distill.expert_epochs=2"]).distill
+    with pytest.raises(ConfigError, match="reach past the experts' 30 epochs"):
+        dmod.check_schedule(cfg, 30)
+    dmod.check_schedule(cfg.model_copy(update={"max_start_epoch": 29}), 30)  # t <= 28, t + 2 <= 30
+    with pytest.raises(ConfigError, match="min_start_epoch"):
+        dmod.check_schedule(cfg.model_copy(update={"min_start_epoch": 30}), 100)
+
+
+def test_expert_cycle_visits_every_expert_once_per_pass():
+    seen = [dmod.expert_for_iteration([0, 1, 2, 5], 0, it) for it in range(8)]
+    assert sorted(seen[:4]) == [0, 1, 2, 5] and sorted(seen[4:]) == [0, 1, 2, 5]
+
+
+def _fixed_classifier(preds_by_row: torch.Tensor, classes: int):
+    """A classifier whose logits on image i (whose pixel 0 holds i) favour `preds_by_row[i]`."""
+
+    def classify(x):
+        rows = x.reshape(x.shape[0], -1)[:, 0].long()
+        return torch.nn.functional.one_hot(preds_by_row[rows], classes).float() * 5
+
+    return classify
+
+
+def test_correct_init_walks_experts_in_order():
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    x = torch.arange(6).float().reshape(6, 1, 1, 1)
+    first = _fixed_classifier(torch.tensor([0, 1, 1, 0, 0, 1]), 2)  # right on 0 and 5 only
+    second = _fixed_classifier(torch.tensor([0, 0, 1, 1, 1, 1]), 2)  # right on 0, 1, 3, 4, 5
+    idx, filled = correct_real_indices(x, y, 2, 2, [first, second], torch.Generator().manual_seed(0))
+    assert filled == 0
+    c0, c1 = idx[:2].tolist(), idx[2:].tolist()
+    assert 0 in c0 and set(c0) <= {0, 1}  # 0 from the first expert, the other from the second
+    assert 5 in c1 and set(c1) <= {3, 4, 5}
+    # nobody classifies class 1 right: filled in, and counted
+    wrong = _fixed_classifier(torch.tensor([0, 0, 0, 0, 0, 0]), 2)
+    idx, filled = correct_real_indices(x, y, 2, 2, [wrong], torch.Generator().manual_seed(0))
+    assert filled == 2 and set(idx[2:].tolist()) <= {3, 4, 5}
+
+
+def test_soft_labels_average_the_experts_that_are_right():
+    x = torch.arange(3).float().reshape(3, 1, 1, 1)
+    y = torch.tensor([0, 1, 1])
+    a = torch.tensor([[3.0, 1.0], [2.0, 0.0], [0.0, 1.0]])  # right on 0 and 2
+    b = torch.tensor([[1.0, 0.0], [0.0, 4.0], [5.0, 0.0]])  # right on 0 and 1
+
+    def lookup(t):
+        return lambda xb: t[xb.reshape(-1).long()]
+
+    out = expert_label_logits(x, y, [lookup(a), lookup(b)])
+    assert torch.allclose(out[0], (a[0] + b[0]) / 2)
+    assert torch.allclose(out[1], b[1])
+    assert torch.allclose(out[2], a[2])
+    first = expert_label_logits(x, y, [lookup(a), lookup(b)], mean_over_correct=False)
+    assert torch.equal(first, a)
+
+
+def test_datm_run_writes_artifact_metrics_and_checkpoint(tmp_path, datm_cfg, experts_dir, digits_data):
+    result = _run(datm_cfg, tmp_path, experts_dir, digits_data)
+    art = DistilledSet.load(tmp_path / "distilled")
+    assert art.label_kind == "soft" and art.images.shape == (10, 1, 8, 8)
+    assert art.meta["method"] == "datm" and art.meta["distill"]["selection"] == "validation"
+    assert result.best_iteration in (0, 3, 6)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    its = [r["it"] for r in records if "event" not in r]
+    assert its == list(range(6))
+    assert [r["it"] for r in records if r.get("event") == "eval"] == [0, 3, 6]
+    windows = [r["window"][1] for r in records if "event" not in r]
+    assert windows == [dmod.start_epoch_upper(datm_cfg.distill, it) for it in range(6)]
+    final = DistilledSet.load(tmp_path / "distilled-final")
+    assert not torch.equal(final.images, art.images) or result.best_iteration == 6
+
+
+def test_threshold_skips_updates(tmp_path, datm_cfg, experts_dir, digits_data):
+    cfg = datm_cfg.model_copy(
+        update={"distill": datm_cfg.distill.model_copy(update={"threshold": 1e-9, "iterations": 2})}
+    )
+    result = _run(cfg, tmp_path, experts_dir, digits_data)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["skipped"] for r in records if "event" not in r)
+    init = result.final.images
+    assert torch.equal(init, result.artifact.images)  # nothing moved
+
+
+@pytest.mark.parametrize("engine", ["adjoint", "unroll"])
+def test_interrupted_run_resumes_to_the_same_artifact(
+    tmp_path, datm_cfg, experts_dir, digits_data, monkeypatch, engine
+):
+    cfg = datm_cfg.model_copy(update={"distill": datm_cfg.distill.model_copy(update={"engine": engine})})
+    whole = _run(cfg, tmp_path / "whole", experts_dir, digits_data)
+
+    calls = {"n": 0}
+    real = dmod.meta_loss
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # mid-iteration 5, after the checkpoint at 4
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dmod, "meta_loss", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, tmp_path / "cut", experts_dir, digits_data)
+    assert not (tmp_path / "cut" / "distilled").exists()
+    monkeypatch.setattr(dmod, "meta_loss", real)
+    resumed = _run(cfg, tmp_path / "cut", experts_dir, digits_data)
+
+    for a, b in ((whole.artifact, resumed.artifact), (whole.final, resumed.final)):
+        assert torch.equal(a.images, b.images)
+        assert torch.equal(a.label_logits, b.label_logits)
+        assert a.lr == b.lr
+    assert (tmp_path / "whole" / "metrics.jsonl").read_text().count("\n") == (
+        tmp_path / "cut" / "metrics.jsonl"
+    ).read_text().count("\n")
+    strip = [
+        {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
+    ref = [
+        {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert strip == ref
+
+
+def test_checkpoint_of_another_setting_is_refused(tmp_path, datm_cfg, experts_dir, digits_data):
+    cfg = datm_cfg.model_copy(update={"distill": datm_cfg.distill.model_copy(update={"iterations": 2})})
+    _run(cfg, tmp_path, experts_dir, digits_data)
+    other = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"lr_img": 5.0})})
+    with pytest.raises(StoreError, match="another setting: distill.lr_img"):
+        _run(other, tmp_path, experts_dir, digits_data)
+    # more iterations extend the run instead
+    longer = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"iterations": 3})})
+    _run(longer, tmp_path, experts_dir, digits_data)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["it"] for x in lines if "event" not in json.loads(x)] == [0, 1, 2]
+
+
+def test_experts_of_another_model_are_refused(tmp_path, datm_cfg, experts_dir, digits_data):
+    other = load_config("datm-digits", [*TINY_DISTILL, "model.width=16"])
+    with pytest.raises(StoreError, match="another setting"):
+        dmod.open_experts(other, digits_data, experts_dir)
+
+
+def test_mtt_run_keeps_hard_labels(tmp_path, experts_dir, digits_data):
+    cfg = load_config("mtt-digits", [*TINY_DISTILL, "distill.iterations=2", "distill.batch_syn=4"])
+    result = _run(cfg, tmp_path, experts_dir, digits_data)
+    assert result.artifact.label_kind == "hard"
+    assert result.artifact.labels.tolist() == list(range(10))
+    assert result.final.lr != pytest.approx(cfg.experts.lr_teacher, abs=0)  # the lr is learned
