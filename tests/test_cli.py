@@ -75,8 +75,11 @@ def test_demo_quick(capsys, tmp_path):
     main(["demo", "--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "IPC 1" in out and "IPC 10" in out and str(tmp_path.resolve()) in out
-    assert (tmp_path / "random-ipc10" / "synthetic.safetensors").exists()
-    assert (tmp_path / "random-ipc1" / "evaluation.json").exists()
+    assert "random real" in out and "DATM, IPC 10" in out
+    assert (tmp_path / "datm-ipc10" / "distilled" / "synthetic.safetensors").exists()
+    report = json.loads((tmp_path / "datm-ipc1" / "evaluation.json").read_text())
+    assert report["method"] == "datm" and "random_baseline" in report
+    assert (tmp_path / "datm-ipc1" / "checkpoints" / "distill.safetensors").exists()
 
 
 RUN_TINY = [

@@ -6,7 +6,8 @@ The Python API in brief::
     cfg = ds.load_config("random-digits", ["data.ipc=10"])
     data = ds.prepare(cfg.data, ds.resolve_device(cfg.device))
     store = ds.train_experts(cfg, "runs/digits/experts", data)
-    art = ds.random_subset(cfg, data)          # or a distilled set
+    art = ds.random_subset(cfg, data)          # the baseline
+    art = ds.distill(ds.load_config("datm-digits"), "runs/datm")   # experts (reused) + DATM
     report = ds.evaluate(art, cfg, data)
     art.save("runs/digits/distilled"); ds.DistilledSet.load("runs/digits/distilled")
 """
@@ -19,6 +20,7 @@ from .baseline import random_subset  # noqa: E402
 from .config import Config, list_presets, load_config  # noqa: E402
 from .data import load_dataset  # noqa: E402
 from .data.prepared import PreparedData, prepare  # noqa: E402
+from .distill import distill  # noqa: E402
 from .evaluate import evaluate, format_report  # noqa: E402
 from .experts.store import TrajectoryStore  # noqa: E402
 from .experts.train import train_experts  # noqa: E402
@@ -32,6 +34,7 @@ __all__ = [
     "PreparedData",
     "TrajectoryStore",
     "build_model",
+    "distill",
     "evaluate",
     "format_report",
     "list_presets",

@@ -30,7 +30,7 @@ from .config import Config, DistillConfig
 from .data.prepared import PreparedData, prepare
 from .errors import ConfigError, DistillsetError, StoreError
 from .evaluate import validation_accuracy
-from .experts.store import TrajectoryStore, _first_difference
+from .experts.store import TrajectoryStore, first_difference
 from .experts.train import build_expert_model, store_identity, train_experts
 from .inner import Student, meta_loss, sample_plan
 from .models.params import ParamLayout, functional_forward
@@ -172,7 +172,7 @@ def open_experts(cfg: Config, data: PreparedData, path: str | Path) -> Trajector
     """The trajectory store at `path`, checked against the config: same model, data, split, preprocessing."""
     store = TrajectoryStore(path)
     probe = build_expert_model(cfg, data, ("expert", 0, "init"))
-    diff = _first_difference(store.identity, json.loads(json.dumps(store_identity(cfg, data, probe))))
+    diff = first_difference(store.identity, json.loads(json.dumps(store_identity(cfg, data, probe))))
     if diff:
         raise StoreError(
             f"the experts in {path} were made with another setting: {diff}; use the same config or "
@@ -363,7 +363,7 @@ def run_distillation(
     resumed = read_checkpoint(ckpt_path)
     if resumed is not None:
         tensors, saved = resumed
-        diff = _first_difference(saved["identity"], identity)
+        diff = first_difference(saved["identity"], identity)
         if diff:
             raise StoreError(
                 f"{ckpt_path} belongs to a run with another setting: {diff}; use another --out or delete "

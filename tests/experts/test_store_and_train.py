@@ -90,3 +90,14 @@ def test_missing_or_corrupt_store(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(StoreError, match="unreadable"):
         TrajectoryStore(tmp_path)
+
+
+def test_identity_tolerates_last_bit_differences_in_fitted_statistics():
+    from distillset.experts.store import first_difference
+
+    a = {"data": {"preprocessing": {"mean": [0.30530558708462185], "std": [0.4]}}, "lr": 0.01}
+    b = {"data": {"preprocessing": {"mean": [0.3053055870846244], "std": [0.4]}}, "lr": 0.01}
+    assert first_difference(a, b) is None
+    c = {"data": {"preprocessing": {"mean": [0.3054], "std": [0.4]}}, "lr": 0.01}
+    assert "data.preprocessing.mean" in first_difference(a, c)
+    assert "lr" in first_difference(a, {**a, "lr": 0.02})
