@@ -230,3 +230,17 @@ def test_mtt_run_keeps_hard_labels(tmp_path, experts_dir, digits_data):
     assert result.artifact.label_kind == "hard"
     assert result.artifact.labels.tolist() == list(range(10))
     assert result.final.lr != pytest.approx(cfg.experts.lr_teacher, abs=0)  # the lr is learned
+
+
+def test_a_second_process_on_the_same_run_is_refused(tmp_path, datm_cfg, experts_dir, digits_data):
+    import os
+
+    lock = tmp_path / "checkpoints" / ".lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(str(os.getppid()))  # a live process that is not this one
+    with pytest.raises(StoreError, match="another process"):
+        _run(datm_cfg, tmp_path, experts_dir, digits_data)
+    lock.write_text("999999999")  # a process that no longer exists: taken over, and released at the end
+    cfg = datm_cfg.model_copy(update={"distill": datm_cfg.distill.model_copy(update={"iterations": 1})})
+    _run(cfg, tmp_path, experts_dir, digits_data)
+    assert not lock.exists()

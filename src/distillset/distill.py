@@ -37,7 +37,7 @@ from .models.params import ParamLayout, functional_forward
 from .networks import seeded_model
 from .objectives import ParameterMatch
 from .synthetic import DistilledSet, correct_real_indices, expert_label_logits, random_real_indices
-from .utils import atomic_write, generator, resolve_device, write_text
+from .utils import atomic_write, directory_lock, generator, resolve_device, write_text
 
 CHECKPOINT = "distill.safetensors"
 CHECKPOINT_FORMAT = "distillset.distill-checkpoint/1"
@@ -336,8 +336,15 @@ def run_distillation(
 
     Writes `out/checkpoints/distill.safetensors` (resumable), `out/metrics.jsonl` and, at the end,
     `out/distilled/` (the best set by validation accuracy) and `out/distilled-final/` (the last set).
+    A second process started on the same directory while one runs is refused.
     """
-    out = Path(out)
+    with directory_lock(Path(out) / "checkpoints", "distilling"):
+        return _run_distillation(cfg, Path(out), data, store, progress)
+
+
+def _run_distillation(
+    cfg: Config, out: Path, data: PreparedData | None, store: TrajectoryStore | None, progress: bool
+) -> DistillResult:
     dcfg = cfg.distill
     device = resolve_device(cfg.device)
     data = data if data is not None else prepare(cfg.data, device)
