@@ -92,3 +92,11 @@ def test_datm_presets_keep_the_authors_values(dataset, ipc):
     assert (d.iterations, cfg.data.zca, cfg.eval.batch) == (10000, True, 128)
     assert (e.num_experts, e.train_epochs, e.lr_teacher, e.batch_train) == (100, 100, 0.01, 256)
     assert e.momentum == e.weight_decay == 0.0
+
+
+def test_datm_gpu_presets_train_gsam_experts():
+    for name in [
+        n for n in list_presets() if n.startswith("datm-") and "digits" not in n and "mnist" not in n
+    ]:
+        experts = load_config(name).experts
+        assert (experts.optimizer, experts.rho, experts.gsam_alpha) == ("gsam", 0.01, 0.3), name

@@ -73,6 +73,9 @@ class ExpertsConfig(Section):
     dsa: bool = True
     dtype: Literal["float32", "bfloat16"] = "float32"  # storage dtype of the snapshots
     checkpoint_every: int = Field(1, ge=1)  # epochs between resumable checkpoints of the expert in training
+    optimizer: Literal["sgd", "gsam"] = "sgd"  # gsam: FTD/DATM's experts (sharpness-aware)
+    rho: float = Field(0.01, ge=0)  # GSAM's perturbation radius
+    gsam_alpha: float = Field(0.3, ge=0)  # GSAM's weight on the gradient orthogonal to the perturbed one
 
 
 class EvalConfig(Section):

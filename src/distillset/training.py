@@ -46,7 +46,16 @@ def train_epoch(
         loss = classification_loss(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        if getattr(optimizer, "needs_closure", False):  # GSAM: a second pass on the same batch
+
+            def closure(xb: Tensor = xb, yb: Tensor = yb) -> Tensor:
+                again = classification_loss(model(xb), yb)
+                again.backward()
+                return again
+
+            optimizer.step(closure)
+        else:
+            optimizer.step()
         total_loss += float(loss.detach()) * idx.numel()
         target = yb.argmax(dim=1) if yb.is_floating_point() else yb
         correct += int((logits.argmax(dim=1) == target).sum())

@@ -21,6 +21,7 @@ from ..models import ParamLayout, flat_params, load_flat_
 from ..networks import seeded_model
 from ..training import accuracy, train_epoch
 from ..utils import generator, resolve_device
+from .optim import base_optimizer, expert_optimizer
 from .store import TrajectoryStore
 
 
@@ -34,6 +35,9 @@ def store_identity(cfg: Config, data: PreparedData, model: torch.nn.Module) -> d
     hyper = cfg.experts.model_dump()
     hyper.pop("num_experts")
     hyper.pop("checkpoint_every")
+    if hyper["optimizer"] == "sgd":  # GSAM's knobs do not touch SGD experts (and older stores lack them)
+        for key in ("optimizer", "rho", "gsam_alpha"):
+            hyper.pop(key)
     return {
         "model": model.spec,
         "layout": ParamLayout.from_model(model).fingerprint(),
@@ -44,20 +48,20 @@ def store_identity(cfg: Config, data: PreparedData, model: torch.nn.Module) -> d
     }
 
 
-def _optimizer(model: torch.nn.Module, cfg: ExpertsConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(
-        model.parameters(), lr=cfg.lr_teacher, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+def _optimizer(model: torch.nn.Module, cfg: ExpertsConfig) -> torch.optim.Optimizer:
+    return expert_optimizer(model.parameters(), cfg)
 
 
-def _momentum_flat(opt: torch.optim.SGD, model: torch.nn.Module) -> torch.Tensor | None:
+def _momentum_flat(opt: torch.optim.Optimizer, model: torch.nn.Module) -> torch.Tensor | None:
+    opt = base_optimizer(opt)
     bufs = {n: opt.state.get(p, {}).get("momentum_buffer") for n, p in model.named_parameters()}
     if any(b is None for b in bufs.values()):
         return None
     return ParamLayout.from_model(model).flatten(bufs)
 
 
-def _set_momentum(opt: torch.optim.SGD, model: torch.nn.Module, flat: torch.Tensor) -> None:
+def _set_momentum(opt: torch.optim.Optimizer, model: torch.nn.Module, flat: torch.Tensor) -> None:
+    opt = base_optimizer(opt)
     views = ParamLayout.from_model(model).unflatten(flat)
     for n, p in model.named_parameters():
         opt.state[p]["momentum_buffer"] = views[n].to(p.device).clone()
