@@ -484,10 +484,13 @@ def _run_distillation(
 
 
 def distill(
-    cfg: Config, out: str | Path, data: PreparedData | None = None, progress: bool = True
+    cfg: Config, out: str | Path | None = None, data: PreparedData | None = None, progress: bool = True
 ) -> DistilledSet:
-    """Experts (trained or reused from `out/experts`) then distillation; returns the chosen artifact."""
-    out = Path(out)
+    """Experts (trained or reused from `out/experts`) then distillation; returns the chosen artifact.
+
+    `out` defaults to `runs/<method>-<dataset>-ipc<K>`; calling again continues or reuses that run.
+    """
+    out = Path(out) if out is not None else Path("runs") / f"{cfg.method}-{cfg.data.name}-ipc{cfg.data.ipc}"
     device = resolve_device(cfg.device)
     data = data if data is not None else prepare(cfg.data, device)
     if cfg.method == "random":
