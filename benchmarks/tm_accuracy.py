@@ -56,12 +56,14 @@ def run_dataset(name: str, root: Path) -> list[dict]:
             write_json(report_path, evaluate(result.artifact, cfg, data, artifact_path=run / "distilled"))
         report = json.loads(report_path.read_text())
         res, rnd = report["results"]["convnet"], report["random_baseline"]["convnet"]
+        chosen = json.loads((run / "distilled" / "manifest.json").read_text())["distill"]["best_iteration"]
         rows.append(
             {
                 "dataset": name,
                 "method": method,
                 "ipc": ipc,
                 "iterations": iterations,
+                "chosen_iteration": chosen,
                 "distilled": [res["mean"], res["std"]],
                 "random": [rnd["mean"], rnd["std"]],
                 "runs": len(res["runs"]),
@@ -79,15 +81,18 @@ def markdown(rows: list[dict]) -> str:
         "checkpoints chosen on validation; beside it the random-real subset of the same IPC (a fresh subset",
         "per network) with the same recipe. Produced by `benchmarks/tm_accuracy.py`.",
         "",
-        "| dataset | method | IPC | iterations | distilled | random real | learned lr |",
-        "|---|---|---|---|---|---|---|",
+        "| dataset | method | IPC | iterations | chosen at | distilled | random real | learned lr |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         d, b = r["distilled"], r["random"]
         lines.append(
-            f"| {r['dataset']} | {r['method']} | {r['ipc']} | {r['iterations']} | "
+            f"| {r['dataset']} | {r['method']} | {r['ipc']} | {r['iterations']} | {r['chosen_iteration']} | "
             f"{100 * d[0]:.2f} +- {100 * d[1]:.2f} | {100 * b[0]:.2f} +- {100 * b[1]:.2f} | {r['lr']:.4g} |"
         )
+    lines.append("")
+    lines.append("`chosen at`: the iteration whose set had the best validation accuracy (0 = the")
+    lines.append("initialisation itself, i.e. distillation did not improve on it).")
     lines.append("")
     for name in dict.fromkeys(r["dataset"] for r in rows):
         lines.append(f"- {name}: {PUBLISHED[name]}.")
