@@ -238,6 +238,15 @@ def demo(out: str, quick: bool) -> None:
     click.echo(f"done in {time.perf_counter() - t0:.0f} s; outputs in {Path(out).resolve()}")
 
 
+def _add_bench() -> None:
+    from .bench import bench
+
+    cli.add_command(bench)
+
+
+_add_bench()
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, standalone_mode=False)

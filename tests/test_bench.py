@@ -1,0 +1,104 @@
+"""The engine benchmark: the measurement child on a tiny model, the skip rule and the markdown report."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from distillset.bench import ENGINE_NAMES, predict_peak_mb, run_measurement, write_markdown
+
+TINY = {
+    "shape": [1, 8, 8],
+    "width": 8,
+    "depth": 1,
+    "classes": 10,
+    "images": 10,
+    "strategy": "color_crop_cutout_scale_rotate",
+    "syn_steps": 2,
+    "warmup_steps": 1,
+    "iters": 1,
+    "device": "cpu",
+    "threads": 1,
+}
+
+
+@pytest.mark.parametrize("labels", ["soft"])
+def test_measurement_child_reports_time_and_memory_for_each_engine(labels):
+    specs = [{**TINY, "engine": e, "labels": labels} for e in ENGINE_NAMES]
+    with ThreadPoolExecutor(len(specs)) as pool:
+        results = list(pool.map(lambda s: run_measurement(s, timeout=120), specs))
+    for engine, r in zip(ENGINE_NAMES, results, strict=True):
+        assert "error" not in r and "timeout" not in r, r
+        assert r["engine"] == engine and r["syn_steps"] == 2 and r["iters"] == 1
+        assert r["seconds_per_iteration"] > 0 and len(r["seconds"]) == 1
+        assert r["forward_seconds"] > 0 and r["backward_seconds"] > 0
+        assert r["memory_kind"] == "rss"
+        assert r["peak_mb"] > 0 and r["peak_rss_mb"] >= r["rss_before_mb"] > 0
+        assert r["peak_increase_mb"] >= 0
+        assert r["finite"] and set(r["grad_norms"]) == {"images", "labels", "lr"}
+    # Same seed, same plan: every engine computes the same matching loss.
+    assert results[0]["loss"] == pytest.approx(results[2]["loss"], rel=1e-5)
+    assert results[1]["loss"] == pytest.approx(results[2]["loss"], rel=1e-5)
+
+
+def test_predicted_peak():
+    assert predict_peak_mb([], 80) is None
+    assert predict_peak_mb([(10, 1000.0)], 20) == pytest.approx(2000.0)
+    assert predict_peak_mb([(10, 1000.0), (20, 1500.0), (40, 2500.0)], 80) == pytest.approx(4500.0)
+    # A flat (or noisy, decreasing) peak is extrapolated flat.
+    assert predict_peak_mb([(10, 500.0), (20, 490.0)], 80) == pytest.approx(490.0)
+
+
+def _cell(model, engine, steps, seconds, peak, inc=100.0):
+    return {
+        "model": model,
+        "engine": engine,
+        "syn_steps": steps,
+        "iters": 1,
+        "seconds_per_iteration": seconds,
+        "peak_mb": peak,
+        "peak_increase_mb": inc,
+    }
+
+
+def test_markdown_ratios_and_skips():
+    results = {
+        "machine": {"device": "cpu", "threads": 2, "cpu_model": "Test CPU", "torch": "x"},
+        "settings": {
+            "models": {"big": {"label": "ConvNet-128-3, 3x32x32", "images": 100}},
+            "steps": [10, 80],
+            "engines": ["unroll", "adjoint"],
+            "labels": "hard",
+        },
+        "reference": {"big": {"10": {"seconds": 15.4, "peak_gb": 3.9}}},
+        "measurements": [
+            _cell("big", "unroll", 10, 4.0, 2000.0),
+            {**_cell("big", "adjoint", 10, 6.0, 500.0, inc=50.0), "other_cpu_cores": 0.9},
+            {"model": "big", "engine": "unroll", "syn_steps": 80, "skipped": "would need about 25.0 GB"},
+            {**_cell("big", "adjoint", 80, 48.0, 600.0, inc=150.0), "other_cpu_cores": 0.0},
+        ],
+        "wall_seconds": 120.0,
+    }
+    md = write_markdown(results)
+    rows = {
+        tuple(c.strip() for c in line.strip("|").split("|")[:2]): line
+        for line in md.splitlines()
+        if line.startswith("| ")
+    }
+    adj10 = [c.strip() for c in rows[("10", "adjoint")].strip("|").split("|")]
+    # s/it, iters, peak, +MB, time/unroll, peak/unroll, other load
+    assert adj10[2:] == ["6.00", "1", "500", "50", "1.50", "0.25", "0.90 (!)"]
+    unr10 = [c.strip() for c in rows[("10", "unroll")].strip("|").split("|")]
+    assert unr10[-3:] == ["1.00", "1.00", ""]
+    assert "(!) other processes took more than" in md
+    assert "skipped: would need about 25.0 GB" in rows[("80", "unroll")]
+    # No unroll at 80 steps: no ratio for the adjoint there.
+    adj80 = [c.strip() for c in rows[("80", "adjoint")].strip("|").split("|")]
+    assert adj80[-3:] == ["n/a", "n/a", "0.00"]
+    assert "adjoint: peak at 80 steps / peak at 10 steps = 1.20" in md
+    assert "(increase over the baseline: 3.00)" in md
+    # The authors' row: 15.4 s / 4.0 s = 3.85x faster, 3.9 GB / (2000 / 1024) GB = 2.00x less memory.
+    ref = next(line for line in md.splitlines() if line.startswith("| big | 10 |"))
+    assert "3.85x" in ref and "2.00x" in ref
+    assert "Total benchmark wall time: 2.0 min." in md
