@@ -10,6 +10,7 @@ memory would not fit are skipped. Compares unroll with the authors' figures meas
 Writes benchmarks/results/engine.{json,md}. Same as `distillset bench engine`.
 Usage: python benchmarks/engine.py [--steps 10,20,40,80] [--engines unroll,tesla,adjoint]
                                    [--models big,small] [--iters auto|N] [--out DIR] [--device auto]
+                                   [--labels hard|soft] [--allocator default|reuse] [--resume]
 """
 
 from __future__ import annotations

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import click
 import pytest
 
-from distillset.bench import ENGINE_NAMES, predict_peak_mb, run_measurement, write_markdown
+from distillset.bench import (
+    ENGINE_NAMES,
+    _reusable,
+    predict_peak_mb,
+    run_benchmark,
+    run_measurement,
+    write_markdown,
+)
 
 TINY = {
     "shape": [1, 8, 8],
@@ -102,3 +110,31 @@ def test_markdown_ratios_and_skips():
     ref = next(line for line in md.splitlines() if line.startswith("| big | 10 |"))
     assert "3.85x" in ref and "2.00x" in ref
     assert "Total benchmark wall time: 2.0 min." in md
+
+
+def test_resume_keeps_clean_cells_and_refuses_other_settings():
+    previous = {
+        "machine": {"device": "cpu", "threads": 2},
+        "settings": {
+            "models": {"small": {}},
+            "steps": [10],
+            "engines": ["unroll", "adjoint"],
+            "iters": "1",
+            "labels": "hard",
+            "warmup_steps": 2,
+            "seed": 0,
+        },
+        "measurements": [
+            {**_cell("small", "unroll", 10, 3.0, 2400.0), "threads": 2, "other_cpu_cores": 0.01},
+            {**_cell("small", "adjoint", 10, 4.0, 900.0), "threads": 2, "other_cpu_cores": 0.05},
+        ],
+        "wall_seconds": 100.0,
+    }
+    # Every cell is clean: nothing is measured again, and the wall time carries over.
+    res = run_benchmark(["small"], [10], ["unroll", "adjoint"], "1", "cpu", previous=previous, quiet_wait=0)
+    assert [m["seconds_per_iteration"] for m in res["measurements"]] == [3.0, 4.0]
+    assert res["wall_seconds"] >= 100.0 and res["resumed"] == 1
+    assert not _reusable({**previous["measurements"][1], "other_cpu_cores": 0.9})
+    assert _reusable({"skipped": "would need about 30 GB"}) and not _reusable({"timeout": 10})
+    with pytest.raises(click.UsageError, match="steps"):
+        run_benchmark(["small"], [10, 20], ["unroll", "adjoint"], "1", "cpu", previous=previous)

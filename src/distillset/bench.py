@@ -16,8 +16,17 @@ A measurement whose peak, extrapolated linearly from the smaller step counts alr
 same model and engine, would exceed a fraction (default 75%) of the available memory (MemAvailable, or
 the device's free memory as the last child saw it) is skipped and recorded as such, as are timeouts.
 
+On a shared CPU other processes spoil the timings (with 2 OpenMP threads on 2 busy cores a step can take
+several times as long): each child records how many cores other processes kept busy while it was timed
+(`other_cpu_cores`, from /proc/stat); the parent waits for a quiet machine before each cell, re-runs a
+spoiled one, flags what stays spoiled, and `--resume` re-measures only the spoiled or missing cells.
+`--allocator reuse` runs the children with glibc malloc told to keep and reuse freed memory (no mmap for
+large blocks, no trimming): with the default, every activation above 32 MB is a fresh mmap whose pages
+are faulted in again on every inner step.
+
     distillset bench engine [--steps 10,20,40,80] [--engines unroll,tesla,adjoint] [--models big,small]
                             [--iters auto|N] [--out benchmarks/results] [--device auto]
+                            [--labels hard|soft] [--allocator default|reuse] [--resume]
 
 writes `engine.json` (machine, settings, every measurement) and `engine.md` (tables and ratios).
 """
@@ -75,6 +84,14 @@ REFERENCE: dict[str, dict[int, tuple[float, float]]] = {
 
 # A timing during which other processes kept more cores than this busy is flagged (and re-run).
 CONTENTION = 0.25
+
+# --allocator reuse: glibc malloc never maps large blocks separately and never trims the heap, so freed
+# activations are reused instead of being unmapped and page-faulted in again on the next allocation.
+REUSE_MALLOC_ENV = {
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": str(2**40),
+    "MALLOC_TOP_PAD_": str(2**28),
+}
 
 # --iters auto: time iterations until this many seconds have been measured, at most AUTO_MAX_ITERS.
 AUTO_MIN_SECONDS = 20.0
@@ -336,6 +353,8 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": rss_peak,
         "peak_rss_increase_mb": rss_peak - rss_before if rss_before is not None else None,
         "peak_reset_after_warmup": reset_ok,
+        "allocator": spec.get("allocator", "default"),
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         **cpu,
         "loadavg": _loadavg(),
     }
@@ -368,6 +387,8 @@ def run_measurement(spec: Mapping[str, Any], timeout: float | None = None) -> di
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if spec.get("allocator", "default") == "reuse":
+        env.update(REUSE_MALLOC_ENV)
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -435,6 +456,8 @@ def run_benchmark(
     quiet_budget: float = 900.0,
     retries: int = 1,
     contention: float = CONTENTION,
+    allocator: str = "default",
+    previous: Mapping[str, Any] | None = None,
     on_result: Any = None,
 ) -> dict[str, Any]:
     """Measure every (model, syn_steps, engine) in its own subprocess; see the module docstring.
@@ -443,6 +466,9 @@ def run_benchmark(
     seconds (at most `quiet_budget` in all) for the machine to fall quiet, and re-run a cell during which
     other processes kept more than `contention` cores busy, up to `retries` times (the least contended
     attempt is kept; `other_cpu_cores` records it).
+
+    `previous`: the results of an interrupted or partly spoiled run of the same settings; its clean
+    measurements (and memory skips) are kept as they are and only the rest is measured again.
     """
     from tqdm.auto import tqdm
 
@@ -457,6 +483,7 @@ def run_benchmark(
             "engines": list(engines),
             "iters": iters,
             "labels": labels,
+            "allocator": allocator,
             "batch_syn": "all images",
             "inner": "plain SGD (momentum 0)",
             "synthetic_lr": 0.01,
@@ -476,12 +503,22 @@ def run_benchmark(
         "measurements": [],
     }
     tasks = [(m, s, e) for m in models for s in sorted(steps) for e in engines]
+    base_wall, base_wait = 0.0, 0.0
+    if previous is not None:
+        _check_resumable(previous, results)
+        base_wall = float(previous.get("wall_seconds") or 0.0)
+        base_wait = float(previous.get("quiet_wait_seconds") or 0.0)
+        results["resumed"] = int(previous.get("resumed", 0)) + 1
     t_start = time.perf_counter()
     device_free: float | None = None
     total_wait = 0.0
     bar = tqdm(tasks, desc="engine bench", unit="run", dynamic_ncols=True)
     for model, s, engine in bar:
         bar.set_postfix_str(f"{model} {engine} {s} steps")
+        old = _find(previous, model, engine, s) if previous is not None else None
+        if old is not None and _reusable(old):
+            results["measurements"].append(dict(old))
+            continue
         done = [
             m
             for m in results["measurements"]
@@ -513,6 +550,7 @@ def run_benchmark(
                 "seed": seed,
                 "warmup_steps": warmup_steps,
                 "iters": iters,
+                "allocator": allocator,
             }
             attempts: list[dict[str, Any]] = []
             waited = 0.0
@@ -544,14 +582,41 @@ def run_benchmark(
             if row.get("device_free_mb") is not None:
                 device_free = row["device_free_mb"]
         results["measurements"].append(row)
-        results["wall_seconds"] = time.perf_counter() - t_start
-        results["quiet_wait_seconds"] = total_wait
+        results["wall_seconds"] = base_wall + time.perf_counter() - t_start
+        results["quiet_wait_seconds"] = base_wait + total_wait
         if on_result is not None:
             on_result(results)
     bar.close()
-    results["wall_seconds"] = time.perf_counter() - t_start
-    results["quiet_wait_seconds"] = total_wait
+    results["wall_seconds"] = base_wall + time.perf_counter() - t_start
+    results["quiet_wait_seconds"] = base_wait + total_wait
     return results
+
+
+_RESUME_KEYS = ("steps", "engines", "iters", "labels", "warmup_steps", "seed")
+
+
+def _check_resumable(previous: Mapping[str, Any], results: Mapping[str, Any]) -> None:
+    old_s, new_s = previous.get("settings", {}), results["settings"]
+    diff = [k for k in _RESUME_KEYS if old_s.get(k) != new_s.get(k)]
+    diff += [
+        k for k in ("device", "threads") if previous.get("machine", {}).get(k) != results["machine"].get(k)
+    ]
+    if old_s.get("allocator", "default") != new_s.get("allocator", "default"):
+        diff.append("allocator")
+    if set(old_s.get("models", {})) != set(new_s.get("models", {})):
+        diff.append("models")
+    if diff:
+        raise click.UsageError(
+            f"--resume: the earlier results were measured with other settings ({', '.join(diff)}); "
+            "give the same options, or leave out --resume to start afresh."
+        )
+
+
+def _reusable(m: Mapping[str, Any]) -> bool:
+    """A clean measurement, or a cell skipped for memory: kept by --resume."""
+    if _is_ok(m):
+        return not _contended(m)
+    return str(m.get("skipped", "")).startswith("would need")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -598,7 +663,12 @@ def write_markdown(results: Mapping[str, Any]) -> str:
         f"Machine: {machine.get('cpu_model', '?')}, device {device}"
         + (f", {machine['threads']} torch thread(s)" if machine.get("threads") else "")
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
-        + f", torch {machine.get('torch', '?')}.",
+        + f", torch {machine.get('torch', '?')}"
+        + (
+            ", glibc malloc set to reuse freed memory (`--allocator reuse`)."
+            if settings.get("allocator") == "reuse"
+            else ", default allocator."
+        ),
         "",
         "One outer iteration = `meta_loss` + `.backward()`: the meta-gradient into "
         f"{n_images} synthetic images ({settings.get('labels', 'hard')} labels) and the learnable lr; "
@@ -693,6 +763,11 @@ def write_markdown(results: Mapping[str, Any]) -> str:
             f" (of which {waited / 60:.1f} min waiting for other processes to quiet down)" if waited else ""
         )
         lines.append(f"Total benchmark wall time: {results['wall_seconds'] / 60:.1f} min{note}.")
+        if results.get("resumed"):
+            lines.append(
+                f"Resumed {results['resumed']} time(s) with `--resume`: the cells spoiled by other load "
+                "(or missing) were measured again, the clean ones kept; the wall time adds up all runs."
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -769,6 +844,19 @@ def bench() -> None:
 )
 @click.option("--quiet-budget", default=900.0, show_default=True, help="CPU: most seconds of waiting in all.")
 @click.option("--retries", default=1, show_default=True, help="re-runs of a cell spoiled by other load.")
+@click.option(
+    "--allocator",
+    type=click.Choice(["default", "reuse"]),
+    default="default",
+    show_default=True,
+    help="CPU: glibc malloc as configured, or reuse (no mmap for large blocks, no trimming) in the children.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="keep the clean cells of OUT/engine.json (same settings) and measure only the others: missing, "
+    "failed, timed out or spoiled by other load.",
+)
 def engine(
     steps: str,
     engines: str,
@@ -783,6 +871,8 @@ def engine(
     quiet_wait: float,
     quiet_budget: float,
     retries: int,
+    allocator: str,
+    resume: bool,
 ) -> None:
     """Seconds and peak memory per outer iteration of the unroll, tesla and adjoint engines."""
     try:
@@ -804,6 +894,8 @@ def engine(
         quiet_wait=quiet_wait,
         quiet_budget=quiet_budget,
         retries=retries,
+        allocator=allocator,
+        previous=_load_previous(out) if resume else None,
         on_result=lambda r: save(r, out),
     )
     save(results, out)
@@ -818,6 +910,16 @@ def _measure_cmd(spec: str) -> None:
     result = measure(json.loads(spec))
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
+
+
+def _load_previous(out: str) -> dict[str, Any] | None:
+    path = Path(out) / "engine.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise click.UsageError(f"--resume: {path} is not valid JSON ({e}); leave out --resume.") from e
 
 
 def engine_main(argv: Sequence[str] | None = None) -> None:
