@@ -204,7 +204,13 @@ def initial_set(
     gen = generator(cfg.seed, "distill", "init")
     layout = ParamLayout.from_model(model)
     final = int(store.manifest.get("train_epochs", cfg.experts.train_epochs))
-    classifiers = [_Classifier(model, layout, store.snapshot(e, final, device=device)) for e in experts]
+    # MTT (random real, hard labels) never consults the experts: read their final snapshots only for DATM.
+    needed = dcfg.init == "correct" or dcfg.soft_label
+    classifiers = (
+        [_Classifier(model, layout, store.snapshot(e, final, device=device)) for e in experts]
+        if needed
+        else []
+    )
     info: dict = {"init": dcfg.init}
     if dcfg.init == "correct":
         idx, filled = correct_real_indices(data.train_x, data.train_y, ipc, num_classes, classifiers, gen)
@@ -280,7 +286,7 @@ def _trim_metrics(path: Path, next_it: int) -> None:
         except json.JSONDecodeError:
             continue  # a line cut short by the interruption
         # An eval record carries the number of iterations done, an iteration record its index.
-        if rec.get("it", 0) < next_it or (rec.get("event") == "eval" and rec.get("it", 0) <= next_it):
+        if rec.get("it", 0) < next_it + (rec.get("event") == "eval"):
             keep.append(line)
     write_text(path, "".join(f"{line}\n" for line in keep))
 
