@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .data.augment import parse_strategy
 from .errors import ConfigError
@@ -76,6 +76,41 @@ class ExpertsConfig(Section):
     optimizer: Literal["sgd", "gsam"] = "sgd"  # gsam: FTD/DATM's experts (sharpness-aware)
     rho: float = Field(0.01, ge=0)  # GSAM's perturbation radius
     gsam_alpha: float = Field(0.3, ge=0)  # GSAM's weight on the gradient orthogonal to the perturbed one
+    # PAD's data selection: train on a curriculum of each class's easy-to-hard order (see experts/curriculum)
+    curriculum: bool = False
+    difficulty: Literal["el2n", "grand", "forgetting", "entropy", "least_confidence", "margin"] = "el2n"
+    init_ratio: float = Field(0.75, gt=0, le=1)  # epoch 0 trains on the easiest init_ratio of each class
+    add_end_epoch: int = Field(20, ge=1)  # ... growing linearly to all of it at this epoch
+    rm_epoch_first: int = Field(40, ge=0)  # after this epoch, drop the easiest rm_easy_ratio_first
+    rm_epoch_second: int = Field(60, ge=0)  # after this epoch, drop the easiest rm_easy_ratio_second
+    rm_easy_ratio_first: float = Field(0.1, ge=0, lt=1)
+    rm_easy_ratio_second: float = Field(0.2, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _curriculum_order(self) -> ExpertsConfig:
+        if self.curriculum and not self.add_end_epoch <= self.rm_epoch_first <= self.rm_epoch_second:
+            raise ValueError(
+                "the curriculum's epochs must satisfy add_end_epoch <= rm_epoch_first <= rm_epoch_second "
+                f"(got {self.add_end_epoch}, {self.rm_epoch_first}, {self.rm_epoch_second})"
+            )
+        return self
+
+
+class ScoresConfig(Section):
+    """Difficulty scores (PAD's data selection), each averaged over `num_models` briefly trained networks.
+
+    Defaults are DeepCore's: 10 models, SGD lr 0.1, momentum 0.9 (Nesterov), weight decay 5e-4, batch 128,
+    40 epochs. CPU presets train fewer models for fewer epochs.
+    """
+
+    num_models: int = Field(10, ge=1)
+    epochs: int = Field(40, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = True
+    batch: int = Field(128, ge=1)
+    dsa: bool = True  # augment the scoring networks' training batches (never the scoring pass)
 
 
 class EvalConfig(Section):
@@ -140,6 +175,10 @@ class DistillConfig(Section):
     eval_runs: int = Field(1, ge=1)  # fresh networks per validation check
     eval_epochs: int = Field(100, ge=1)  # epochs per validation network (the eval section's recipe)
     checkpoint_every: int = Field(20, ge=1)  # iterations between resumable checkpoints
+    # PAD's parameter selection: match only the deep parameters (see objectives/trajectory)
+    depth_ratio: float = Field(0.0, ge=0, lt=1)  # drop the leading fraction of the flat parameter vector
+    mask: Literal["flat", "layers"] = "flat"  # flat: cut at int(depth_ratio * P); layers: whole layers only
+    loss_ratio: float = Field(0.0, ge=0, lt=1)  # the authors' later variant: drop the smallest errors
 
 
 class Config(Section):
@@ -149,6 +188,7 @@ class Config(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     experts: ExpertsConfig = Field(default_factory=ExpertsConfig)
+    scores: ScoresConfig = Field(default_factory=ScoresConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
@@ -276,7 +316,9 @@ def validate(data: dict) -> Config:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{where}: {msg} (got {err.get('input')!r}).") from e
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"  # a whole section says nothing useful
+        raise ConfigError(f"{where}: {msg}{shown}.") from e
 
 
 def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
