@@ -1,4 +1,4 @@
-"""The `distillset` command: presets, experts, distill, run, baseline, evaluate, demo, bench.
+"""The `distillset` command: presets, experts, scores, distill, run, baseline, evaluate, demo, bench.
 
 Bad input (an unknown key, a missing data file, a store made for another setting) prints one line
 naming the cause and the fix, and exits with status 2.
@@ -72,6 +72,29 @@ def experts(items: tuple[str, ...], out: str | None) -> None:
     store = train_experts(cfg, run / "experts")
     write_text(run / "config.yaml", cfg.to_yaml())
     click.echo(f"{store.summary()}.")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("items", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<preset>).")
+def scores(items: tuple[str, ...], out: str | None) -> None:
+    """Difficulty scores for PAD's data selection: distillset scores [PRESET_OR_YAML] [key=value ...].
+
+    Computed into OUT/scores (one file per setting); an interrupted computation continues.
+    """
+    from .data.prepared import prepare
+    from .experts.scores import compute_scores
+
+    source, cfg = _resolve(items)
+    run = _run_dir(out, source)
+    data = prepare(cfg.data, resolve_device(cfg.device))
+    _write_config(run, cfg)
+    result = _interruptible(lambda: compute_scores(cfg, data, run / "scores"), run)
+    write_text(run / "config.yaml", cfg.to_yaml())
+    plural = "s" if result.num_models != 1 else ""
+    click.echo(f"difficulty scores of {result.num_models} network{plural} in {result.path}:")
+    for line in result.summary_lines():
+        click.echo(line)
 
 
 def _prepare_run(items: tuple[str, ...], out: str | None) -> tuple[Config, Path]:

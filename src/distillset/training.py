@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,9 +30,12 @@ def train_epoch(
     order_gen: torch.Generator,
     aug: DSA | None = None,
     aug_gen: torch.Generator | None = None,
+    on_batch: Callable[[Tensor, Tensor], None] | None = None,
 ) -> tuple[float, float]:
     """One pass over (x, y) in a seeded random order; DSA on every batch when `aug` is given.
 
+    `on_batch(idx, logits)`, when given, is called after each forward pass with the batch's indices
+    into `x` and its detached logits (e.g. to record which examples were classified correctly).
     Returns the mean loss and the accuracy on the (augmented) training batches.
     """
     model.train()
@@ -43,6 +48,8 @@ def train_epoch(
         if aug is not None:
             xb = aug(xb, aug_gen)
         logits = model(xb)
+        if on_batch is not None:
+            on_batch(idx, logits.detach())
         loss = classification_loss(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
