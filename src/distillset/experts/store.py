@@ -77,17 +77,25 @@ class TrajectoryStore:
         root = Path(root)
         identity = json.loads(json.dumps(identity))  # compare as stored: tuples become lists
         if (root / "manifest.json").exists():
-            store = cls(root)
-            diff = first_difference(store.manifest["identity"], identity)
-            if diff:
-                raise StoreError(
-                    f"the experts in {root} were made with another setting: {diff}; use "
-                    "another output directory or delete that one."
-                )
-            return store
+            return cls.check_compatible(root, identity)
         root.mkdir(parents=True, exist_ok=True)
         write_json(root / "manifest.json", {"format": FORMAT, "identity": identity, **info, "experts": {}})
         return cls(root)
+
+    @classmethod
+    def check_compatible(cls, root: str | Path, identity: dict) -> TrajectoryStore | None:
+        """The store at `root` if one exists (None if not); stops if it was made with another identity."""
+        root = Path(root)
+        if not (root / "manifest.json").exists():
+            return None
+        store = cls(root)
+        diff = first_difference(store.manifest["identity"], json.loads(json.dumps(identity)))
+        if diff:
+            raise StoreError(
+                f"the experts in {root} were made with another setting: {diff}; use "
+                "another output directory or delete that one."
+            )
+        return store
 
     # -- manifest --------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from ..models import ParamLayout, flat_params, load_flat_
 from ..networks import seeded_model
 from ..training import accuracy, train_epoch
 from ..utils import generator, resolve_device
+from .curriculum import Curriculum
 from .optim import base_optimizer, expert_optimizer
 from .store import TrajectoryStore
 
@@ -38,7 +39,14 @@ def store_identity(cfg: Config, data: PreparedData, model: torch.nn.Module) -> d
     if hyper["optimizer"] == "sgd":  # GSAM's knobs do not touch SGD experts (and older stores lack them)
         for key in ("optimizer", "rho", "gsam_alpha"):
             hyper.pop(key)
+    identity_extra = {}
+    if hyper["curriculum"]:  # the curriculum follows the difficulty scores, so their recipe counts too
+        identity_extra["scores"] = cfg.scores.model_dump()
+    else:  # the curriculum's knobs do not touch plain experts (and older stores lack them)
+        for key in CURRICULUM_KEYS:
+            hyper.pop(key)
     return {
+        **identity_extra,
         "model": model.spec,
         "layout": ParamLayout.from_model(model).fingerprint(),
         "data": data.fingerprint(),
@@ -46,6 +54,30 @@ def store_identity(cfg: Config, data: PreparedData, model: torch.nn.Module) -> d
         "experts": hyper,
         "seed": cfg.seed,
     }
+
+
+CURRICULUM_KEYS = (
+    "curriculum",
+    "difficulty",
+    "init_ratio",
+    "add_end_epoch",
+    "rm_epoch_first",
+    "rm_epoch_second",
+    "rm_easy_ratio_first",
+    "rm_easy_ratio_second",
+)
+
+
+def build_curriculum(
+    cfg: Config, data: PreparedData, scores_dir: str | Path, progress: bool = True
+) -> Curriculum | None:
+    """PAD's curriculum from the difficulty scores in `scores_dir` (computed there first if missing)."""
+    if not cfg.experts.curriculum:
+        return None
+    from .scores import compute_scores
+
+    scores = compute_scores(cfg, data, scores_dir, progress=progress)
+    return Curriculum(scores.order(cfg.experts.difficulty, data.num_classes), cfg.experts)
 
 
 def _optimizer(model: torch.nn.Module, cfg: ExpertsConfig) -> torch.optim.Optimizer:
@@ -68,9 +100,16 @@ def _set_momentum(opt: torch.optim.Optimizer, model: torch.nn.Module, flat: torc
 
 
 def train_one_expert(
-    cfg: Config, data: PreparedData, store: TrajectoryStore, i: int, bar: tqdm | None = None
+    cfg: Config,
+    data: PreparedData,
+    store: TrajectoryStore,
+    i: int,
+    bar: tqdm | None = None,
+    curriculum: Curriculum | None = None,
 ) -> None:
-    """Train expert i, checkpointing every `checkpoint_every` epochs, and commit it to the store."""
+    """Train expert i, checkpointing every `checkpoint_every` epochs, and commit it to the store.
+
+    With a curriculum (PAD), epoch e trains on `curriculum.indices(e)` only."""
     device = data.train_x.device
     ecfg = cfg.experts
     model = build_expert_model(cfg, data, ("expert", i, "init")).to(device)
@@ -100,9 +139,11 @@ def train_one_expert(
 
     for epoch in range(start_epoch, ecfg.train_epochs):
         t0 = time.perf_counter()
-        loss, train_acc = train_epoch(
-            model, data.train_x, data.train_y, opt, ecfg.batch_train, order_gen, aug, aug_gen
-        )
+        x, y = data.train_x, data.train_y
+        if curriculum is not None:
+            subset = curriculum.indices(epoch).to(x.device)
+            x, y = x[subset], y[subset]
+        loss, train_acc = train_epoch(model, x, y, opt, ecfg.batch_train, order_gen, aug, aug_gen)
         # An explicit copy: on the CPU a detached view would alias the live weights.
         snapshots.append(flat_params(model).cpu())
         val_acc = accuracy(model, data.val_x, data.val_y)
@@ -134,9 +175,17 @@ def train_one_expert(
 
 
 def train_experts(
-    cfg: Config, out: str | Path, data: PreparedData | None = None, progress: bool = True
+    cfg: Config,
+    out: str | Path,
+    data: PreparedData | None = None,
+    progress: bool = True,
+    scores_dir: str | Path | None = None,
 ) -> TrajectoryStore:
-    """Train `experts.num_experts` experts into `out` (a trajectory store), continuing where it stopped."""
+    """Train `experts.num_experts` experts into `out` (a trajectory store), continuing where it stopped.
+
+    With `experts.curriculum` the difficulty scores are read from (or first computed into) `scores_dir`,
+    by default the `scores/` directory beside `out` in the run directory.
+    """
     device = resolve_device(cfg.device)
     data = data if data is not None else prepare(cfg.data, device)
     probe = build_expert_model(cfg, data, ("expert", 0, "init"))
@@ -149,12 +198,21 @@ def train_experts(
         "image_shape": list(data.image_shape),
         "num_classes": data.num_classes,
     }
-    store = TrajectoryStore.open_or_create(out, store_identity(cfg, data, probe), info)
-    todo = [i for i in range(cfg.experts.num_experts) if str(i) not in store.manifest["experts"]]
+    identity = store_identity(cfg, data, probe)
+    TrajectoryStore.check_compatible(out, identity)  # before computing scores for a store we would refuse
+    todo = list(range(cfg.experts.num_experts))
+    if (Path(out) / "manifest.json").exists():
+        todo = [i for i in todo if str(i) not in TrajectoryStore(out).manifest["experts"]]
+    curriculum = None
+    if todo and cfg.experts.curriculum:
+        scores_dir = Path(scores_dir) if scores_dir is not None else Path(out).parent / "scores"
+        curriculum = build_curriculum(cfg, data, scores_dir, progress)
+        info["curriculum"] = curriculum.summary(cfg.experts.train_epochs)
+    store = TrajectoryStore.open_or_create(out, identity, info)
     if todo:
         with tqdm(
             total=len(todo) * cfg.experts.train_epochs, desc="experts", unit="epoch", disable=not progress
         ) as bar:
             for i in todo:
-                train_one_expert(cfg, data, store, i, bar)
+                train_one_expert(cfg, data, store, i, bar, curriculum)
     return store
