@@ -244,3 +244,21 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path, datm_cfg, experts
     cfg = datm_cfg.model_copy(update={"distill": datm_cfg.distill.model_copy(update={"iterations": 1})})
     _run(cfg, tmp_path, experts_dir, digits_data)
     assert not lock.exists()
+
+
+def test_parameter_selection_changes_the_loss_and_is_recorded(tmp_path, datm_cfg, experts_dir, digits_data):
+    def run(name, **update):
+        dcfg = datm_cfg.distill.model_copy(update={"iterations": 1, **update})
+        result = _run(
+            datm_cfg.model_copy(update={"distill": dcfg}), tmp_path / name, experts_dir, digits_data
+        )
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return result, next(json.loads(x)["loss"] for x in lines if "event" not in json.loads(x))
+
+    plain, loss_all = run("all")
+    masked, loss_deep = run("deep", depth_ratio=0.5)
+    assert "matched_parameters" not in plain.artifact.meta["distill"]
+    matched = masked.artifact.meta["distill"]["matched_parameters"]
+    assert matched["from_index"] == int(0.5 * matched["of"])
+    assert matched["dropped_share"]["features.0.weight"] == 1.0  # conv1 is below the cut
+    assert loss_deep != loss_all  # same expert, start and batches: only the matched set differs

@@ -35,7 +35,7 @@ from .experts.train import build_expert_model, store_identity, train_experts
 from .inner import Student, meta_loss, sample_plan
 from .models.params import ParamLayout, functional_forward
 from .networks import seeded_model
-from .objectives import ParameterMatch
+from .objectives import ParameterMatch, deep_parameters, dropped_share
 from .synthetic import DistilledSet, correct_real_indices, expert_label_logits, random_real_indices
 from .utils import atomic_write, directory_lock, generator, resolve_device, write_text
 
@@ -367,7 +367,16 @@ def _run_distillation(
             f"{student.layout.numel}; use the experts' model settings."
         )
 
+    # PAD's parameter selection: the matched index set, fixed for the run (None: every parameter).
+    keep = deep_parameters(student.layout, dcfg.depth_ratio, dcfg.mask)
     state, init_info = initial_set(cfg, data, store, experts, model)
+    if keep is not None or dcfg.loss_ratio:
+        init_info["matched_parameters"] = {
+            "from_index": keep.start if keep is not None else 0,
+            "of": student.layout.numel,
+            "dropped_share": dropped_share(student.layout, keep),
+            "loss_ratio": dcfg.loss_ratio,
+        }
     state.make_optimizers(dcfg)
     identity = _identity(cfg, data, store)
     ckpt_path = out / "checkpoints" / CHECKPOINT
@@ -433,7 +442,7 @@ def _run_distillation(
             start = store.snapshot(expert, start_epoch, device=device)
             target = store.snapshot(expert, start_epoch + dcfg.expert_epochs, device=device)
             plan = sample_plan(num_images, dcfg.syn_steps, dcfg.batch_syn, image_size, strategy, gen, device)
-            terms = {dcfg.syn_steps: ParameterMatch(start, target)}
+            terms = {dcfg.syn_steps: ParameterMatch(start, target, keep, dcfg.loss_ratio)}
             loss = meta_loss(dcfg.engine, student, start, state.images, state.targets, state.lr, plan, terms)
             value = float(loss.detach())
             if value != value or value in (float("inf"), float("-inf")):
