@@ -38,7 +38,27 @@ DATM = {
     ("tinyimagenet", 50): (20, 2, 40, None, 70, None, 100, 1e-4, 10, 1000, 1.0, "correct"),
 }
 
-NAMES = [f"mtt-{d}-ipc{i}" for d, i in MTT] + [f"datm-{d}-ipc{i}" for d, i in DATM]
+# PAD's table (ANCHORS.md) repeats DATM's settings and adds the depth ratio of the parameter filter.
+PAD_DEPTH_RATIO = {
+    ("cifar10", 1): 0.0,
+    ("cifar10", 10): 0.5,
+    ("cifar10", 50): 0.25,
+    ("cifar10", 500): 0.5,
+    ("cifar10", 1000): 0.5,
+    ("cifar100", 1): 0.5,
+    ("cifar100", 10): 0.5,
+    ("cifar100", 50): 0.0,
+    ("cifar100", 100): 0.5,
+    ("tinyimagenet", 1): 0.5,
+    ("tinyimagenet", 10): 0.5,
+    ("tinyimagenet", 50): 0.5,
+}
+
+NAMES = (
+    [f"mtt-{d}-ipc{i}" for d, i in MTT]
+    + [f"datm-{d}-ipc{i}" for d, i in DATM]
+    + [f"pad-{d}-ipc{i}" for d, i in PAD_DEPTH_RATIO]
+)
 
 
 def _split(name: str) -> tuple[str, str, int]:
@@ -100,3 +120,28 @@ def test_datm_gpu_presets_train_gsam_experts():
     ]:
         experts = load_config(name).experts
         assert (experts.optimizer, experts.rho, experts.gsam_alpha) == ("gsam", 0.01, 0.3), name
+
+
+@pytest.mark.parametrize(("dataset", "ipc"), list(PAD_DEPTH_RATIO))
+def test_pad_presets_are_datm_plus_the_two_filters(dataset, ipc):
+    pad, datm = load_config(f"pad-{dataset}-ipc{ipc}"), load_config(f"datm-{dataset}-ipc{ipc}")
+    assert pad.distill.model_dump(exclude={"depth_ratio"}) == datm.distill.model_dump(exclude={"depth_ratio"})
+    assert (pad.distill.depth_ratio, pad.distill.mask) == (PAD_DEPTH_RATIO[dataset, ipc], "flat")
+    e = pad.experts
+    assert (e.curriculum, e.difficulty, e.optimizer) == (True, "el2n", "gsam")
+    assert (e.init_ratio, e.add_end_epoch, e.rm_epoch_first, e.rm_epoch_second) == (0.75, 20, 40, 60)
+    assert (e.rm_easy_ratio_first, e.rm_easy_ratio_second) == (0.1, 0.2)
+    assert (e.num_experts, e.train_epochs) == (100, 100)
+    assert pad.scores.model_dump() == load_config(None).scores.model_dump()  # DeepCore's recipe
+
+
+@pytest.mark.parametrize("name", ["pad-digits", "pad-fashion-mnist"])
+def test_cpu_pad_presets_scale_the_curriculum_to_their_experts(name):
+    cfg = load_config(name)
+    e = cfg.experts
+    assert e.curriculum and 0 < cfg.distill.depth_ratio < 1
+    # The authors' 20 / 40 / 60 of 100 epochs, in proportion.
+    assert (e.add_end_epoch, e.rm_epoch_first, e.rm_epoch_second) == tuple(
+        round(f * e.train_epochs) for f in (0.2, 0.4, 0.6)
+    )
+    check_schedule(cfg.distill, e.train_epochs)
