@@ -199,10 +199,9 @@ def train_experts(
         "num_classes": data.num_classes,
     }
     identity = store_identity(cfg, data, probe)
-    TrajectoryStore.check_compatible(out, identity)  # before computing scores for a store we would refuse
-    todo = list(range(cfg.experts.num_experts))
-    if (Path(out) / "manifest.json").exists():
-        todo = [i for i in todo if str(i) not in TrajectoryStore(out).manifest["experts"]]
+    existing = TrajectoryStore.check_compatible(out, identity)  # before scoring for a store we would refuse
+    done = existing.manifest["experts"] if existing is not None else {}
+    todo = [i for i in range(cfg.experts.num_experts) if str(i) not in done]
     curriculum = None
     if todo and cfg.experts.curriculum:
         scores_dir = Path(scores_dir) if scores_dir is not None else Path(out).parent / "scores"
