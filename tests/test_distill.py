@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import warnings
 
 import pytest
 import torch
@@ -162,6 +163,19 @@ def test_threshold_skips_updates(tmp_path, datm_cfg, experts_dir, digits_data):
     assert all(r["skipped"] for r in records if "event" not in r)
     init = result.final.images
     assert torch.equal(init, result.artifact.images)  # nothing moved
+
+
+def test_a_run_of_skipped_updates_is_reported(tmp_path, datm_cfg, experts_dir, digits_data, monkeypatch):
+    monkeypatch.setattr(dmod, "SKIP_WARNING_AFTER", 3)
+    cfg = datm_cfg.model_copy(
+        update={"distill": datm_cfg.distill.model_copy(update={"threshold": 1e-9, "iterations": 3})}
+    )
+    with pytest.warns(UserWarning, match="last 3 updates were all skipped"):
+        _run(cfg, tmp_path / "skipping", experts_dir, digits_data)
+    cfg = datm_cfg.model_copy(update={"distill": datm_cfg.distill.model_copy(update={"iterations": 3})})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _run(cfg, tmp_path / "moving", experts_dir, digits_data)  # updates happen: nothing to report
 
 
 @pytest.mark.parametrize("engine", ["adjoint", "unroll"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from .synthetic import DistilledSet, correct_real_indices, expert_label_logits, 
 from .utils import atomic_write, directory_lock, generator, resolve_device, write_text
 
 CHECKPOINT = "distill.safetensors"
+SKIP_WARNING_AFTER = 20  # consecutive updates skipped by the threshold before the run says so
 CHECKPOINT_FORMAT = "distillset.distill-checkpoint/1"
 
 
@@ -433,6 +435,7 @@ def _run_distillation(
 
         if start_it == 0 and resumed is None:
             check(0)
+        skipped_in_a_row = 0
         for it in range(start_it, dcfg.iterations):
             t0 = time.perf_counter()
             gen = generator(cfg.seed, "distill", it)
@@ -451,6 +454,15 @@ def _run_distillation(
                     f"(the synthetic lr is {float(state.lr.detach()):.3g})."
                 )
             skipped = dcfg.threshold is not None and value > dcfg.threshold
+            skipped_in_a_row = skipped_in_a_row + 1 if skipped else 0
+            if skipped_in_a_row == SKIP_WARNING_AFTER:
+                warnings.warn(
+                    f"the last {SKIP_WARNING_AFTER} updates were all skipped: the matching loss stayed above "
+                    f"distill.threshold={dcfg.threshold} (now {value:.3f}), so neither the images nor the lr "
+                    "can move. The student overshoots the expert: lower distill.lr_init or "
+                    "distill.syn_steps, or raise distill.threshold.",
+                    stacklevel=2,
+                )
             if not skipped:
                 for opt in state.optimizers.values():
                     opt.zero_grad(set_to_none=True)
