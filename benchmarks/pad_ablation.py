@@ -6,6 +6,9 @@ Variants (all from the `pad-<dataset>` preset, which is `datm-<dataset>` plus th
   data   experts trained on the EL2N curriculum, every parameter matched
   param  plain experts, only the parameters past the depth cut matched
   pad    curriculum experts and the depth cut
+and, on request, the other two parameter filters with plain experts:
+  layers the depth cut moved back to a layer boundary (whole leading layers dropped)
+  loss   the authors' later loss_ratio variant: the smallest 25% of per-element errors dropped
 
 Layout: `ROOT/<dataset>/experts` (plain), `ROOT/<dataset>/experts-curriculum` and `ROOT/<dataset>/scores`,
 and one run directory per (variant, IPC) holding `evaluation.json`. Every stage resumes and a finished
@@ -15,6 +18,7 @@ with the `tm` run, and shown beside every variant. Writes `benchmarks/results/pa
 
     python benchmarks/pad_ablation.py --root runs/pad-ablation
     python benchmarks/pad_ablation.py --root runs/pad-ablation --datasets digits --ipcs 1
+    python benchmarks/pad_ablation.py --root runs/pad-ablation --variants tm,data,param,pad,layers,loss
 """
 
 from __future__ import annotations
@@ -31,8 +35,18 @@ from distillset.evaluate import evaluate
 from distillset.experts.train import train_experts
 from distillset.utils import resolve_device, write_json, write_text
 
-# variant -> (curriculum experts, parameter selection)
-VARIANTS = {"tm": (False, False), "data": (True, False), "param": (False, True), "pad": (True, True)}
+# variant -> (curriculum experts, distill overrides); the preset's parameter selection is depth_ratio 0.25
+MATCH_ALL = ["distill.depth_ratio=0"]
+VARIANTS = {
+    "tm": (False, MATCH_ALL),
+    "data": (True, MATCH_ALL),
+    "param": (False, []),
+    "pad": (True, []),
+    # the other two parameter filters, on request (--variants ...,layers,loss)
+    "layers": (False, ["distill.mask=layers"]),
+    "loss": (False, [*MATCH_ALL, "distill.loss_ratio=0.25"]),
+}
+DEFAULT_VARIANTS = "tm,data,param,pad"
 # dataset -> (overrides for every run, {IPC: iterations})
 SETTINGS = {
     "digits": ([], {1: 200, 10: 200}),
@@ -46,13 +60,20 @@ PAPER = (
 
 
 def variant_config(dataset: str, variant: str, ipc: int, iterations: int, extra: list[str]):  # noqa: ANN201
-    curriculum, params = VARIANTS[variant]
-    overrides = [*extra, f"data.ipc={ipc}", f"distill.iterations={iterations}"]
+    curriculum, distill = VARIANTS[variant]
+    overrides = [*extra, f"data.ipc={ipc}", f"distill.iterations={iterations}", *distill]
     if not curriculum:
         overrides.append("experts.curriculum=false")
-    if not params:
-        overrides.append("distill.depth_ratio=0")
     return load_config(f"pad-{dataset}", overrides)
+
+
+def matched(d) -> str:  # noqa: ANN001
+    """The parameter filter of a distill config, in words."""
+    if d.loss_ratio:
+        return f"largest {100 - round(100 * d.loss_ratio)}% of errors"
+    if d.depth_ratio:
+        return f"{d.mask} cut at {d.depth_ratio}"
+    return "all"
 
 
 def run_dataset(name: str, root: Path, ipcs: list[int], variants: list[str]) -> list[dict]:
@@ -96,7 +117,7 @@ def run_dataset(name: str, root: Path, ipcs: list[int], variants: list[str]) -> 
                     "variant": variant,
                     "ipc": ipc,
                     "iterations": iterations[ipc],
-                    "depth_ratio": cfg.distill.depth_ratio,
+                    "matched": matched(cfg.distill),
                     "curriculum": cfg.experts.curriculum,
                     "chosen_iteration": meta["best_iteration"],
                     "skipped": sum(1 for r in log if r.get("skipped")),
@@ -124,8 +145,8 @@ def markdown(rows: list[dict]) -> str:
         "parameters past `int(depth_ratio * P)` matched; `pad`: both.",
         "Produced by `benchmarks/pad_ablation.py`.",
         "",
-        "| dataset | IPC | variant | depth ratio | curriculum | iterations | skipped | chosen at | distilled "
-        "| vs tm | random real |",
+        "| dataset | IPC | variant | parameters matched | curriculum | iterations | skipped | chosen at "
+        "| distilled | vs tm | random real |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     tm = {(r["dataset"], r["ipc"]): r["distilled"][0] for r in rows if r["variant"] == "tm"}
@@ -133,7 +154,7 @@ def markdown(rows: list[dict]) -> str:
         ref = tm.get((r["dataset"], r["ipc"]))
         delta = "" if ref is None or r["variant"] == "tm" else f"{100 * (r['distilled'][0] - ref):+.2f}"
         lines.append(
-            f"| {r['dataset']} | {r['ipc']} | {r['variant']} | {r['depth_ratio']} | "
+            f"| {r['dataset']} | {r['ipc']} | {r['variant']} | {r['matched']} | "
             f"{'yes' if r['curriculum'] else 'no'} | {r['iterations']} | {r['skipped']} | "
             f"{r['chosen_iteration']} | "
             f"{_pct(r['distilled'])} | {delta} | {_pct(r['random'])} |"
@@ -154,7 +175,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("runs/pad-ablation"))
     parser.add_argument("--datasets", default="digits,fashion-mnist")
     parser.add_argument("--ipcs", default="1,10")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"of {', '.join(VARIANTS)}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     ipcs = [int(i) for i in args.ipcs.split(",")]
