@@ -76,7 +76,9 @@ def matched(d) -> str:  # noqa: ANN001
     return "all"
 
 
-def run_dataset(name: str, root: Path, ipcs: list[int], variants: list[str]) -> list[dict]:
+def run_dataset(
+    name: str, root: Path, ipcs: list[int], variants: list[str], cached: bool = False
+) -> list[dict]:
     extra, iterations = SETTINGS[name]
     rows = []
     data = None
@@ -84,11 +86,13 @@ def run_dataset(name: str, root: Path, ipcs: list[int], variants: list[str]) -> 
         baseline = None
         for variant in variants:
             cfg = variant_config(name, variant, ipc, iterations[ipc], extra)
+            run = root / f"{variant}-{ipc}"
+            report_path = run / "evaluation.json"
+            if cached and not report_path.exists():
+                continue  # --cached: only the cells already measured
             if data is None:
                 data = prepare(cfg.data, resolve_device(cfg.device))
             experts = root / ("experts-curriculum" if cfg.experts.curriculum else "experts")
-            run = root / f"{variant}-{ipc}"
-            report_path = run / "evaluation.json"
             if not report_path.exists():
                 t0 = time.perf_counter()
                 train_experts(cfg, experts, data, scores_dir=root / "scores")
@@ -177,12 +181,13 @@ def main() -> None:
     parser.add_argument("--ipcs", default="1,10")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"of {', '.join(VARIANTS)}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--cached", action="store_true", help="tabulate the finished cells only; run nothing")
     args = parser.parse_args()
     ipcs = [int(i) for i in args.ipcs.split(",")]
     variants = args.variants.split(",")
     rows = []
     for name in args.datasets.split(","):
-        rows += run_dataset(name, args.root / name, ipcs, variants)
+        rows += run_dataset(name, args.root / name, ipcs, variants, args.cached)
     write_json(args.out / "pad_ablation.json", rows)
     write_text(args.out / "pad_ablation.md", markdown(rows))
     print(markdown(rows))
