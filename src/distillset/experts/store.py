@@ -74,10 +74,11 @@ class TrajectoryStore:
 
         A store made with another model, dataset, preprocessing or recipe stops with the first difference.
         """
+        existing = cls.check_compatible(root, identity)
+        if existing is not None:
+            return existing
         root = Path(root)
-        identity = json.loads(json.dumps(identity))  # compare as stored: tuples become lists
-        if (root / "manifest.json").exists():
-            return cls.check_compatible(root, identity)
+        identity = json.loads(json.dumps(identity))  # stored as JSON: tuples become lists
         root.mkdir(parents=True, exist_ok=True)
         write_json(root / "manifest.json", {"format": FORMAT, "identity": identity, **info, "experts": {}})
         return cls(root)
@@ -89,6 +90,7 @@ class TrajectoryStore:
         if not (root / "manifest.json").exists():
             return None
         store = cls(root)
+        # Compared as stored: tuples become lists.
         diff = first_difference(store.manifest["identity"], json.loads(json.dumps(identity)))
         if diff:
             raise StoreError(

@@ -11,6 +11,14 @@ from torch import Tensor
 from ..errors import DataError
 
 
+def class_indices(y: Tensor, c: int, ipc: int) -> Tensor:
+    """The indices (on the CPU) of class `c` in `y`; stops if the class has fewer than `ipc` images."""
+    idx = torch.nonzero(y.cpu() == c, as_tuple=False).flatten()
+    if idx.numel() < ipc:
+        raise DataError(f"class {c} has {idx.numel()} training images, fewer than ipc={ipc}; lower data.ipc.")
+    return idx
+
+
 def random_real_indices(y: Tensor, ipc: int, num_classes: int, gen: torch.Generator) -> Tensor:
     """`ipc` distinct random indices per class, class-major (class 0's first), drawn from `gen`.
 
@@ -19,11 +27,7 @@ def random_real_indices(y: Tensor, ipc: int, num_classes: int, gen: torch.Genera
     y = y.cpu()
     out = []
     for c in range(num_classes):
-        idx = torch.nonzero(y == c, as_tuple=False).flatten()
-        if idx.numel() < ipc:
-            raise DataError(
-                f"class {c} has {idx.numel()} training images, fewer than ipc={ipc}; lower data.ipc."
-            )
+        idx = class_indices(y, c, ipc)
         out.append(idx[torch.randperm(idx.numel(), generator=gen)[:ipc]])
     return torch.cat(out)
 
@@ -54,11 +58,7 @@ def correct_real_indices(
     y_cpu = y.cpu()
     out, filled = [], 0
     for c in range(num_classes):
-        idx = torch.nonzero(y_cpu == c, as_tuple=False).flatten()
-        if idx.numel() < ipc:
-            raise DataError(
-                f"class {c} has {idx.numel()} training images, fewer than ipc={ipc}; lower data.ipc."
-            )
+        idx = class_indices(y_cpu, c, ipc)
         remaining = idx[torch.randperm(idx.numel(), generator=gen)]
         chosen: list[Tensor] = []
         for classify in classifiers:
@@ -109,11 +109,7 @@ def representative_real_indices(
 
     out = []
     for c in range(num_classes):
-        idx = torch.nonzero(y.cpu() == c, as_tuple=False).flatten()
-        if idx.numel() < ipc:
-            raise DataError(
-                f"class {c} has {idx.numel()} training images, fewer than ipc={ipc}; lower data.ipc."
-            )
+        idx = class_indices(y, c, ipc)
         feats = _logits(classifier, x[idx.to(x.device)]).double().cpu()
         km = KMeans(n_clusters=ipc, n_init=10, random_state=seed % (2**32)).fit(feats.numpy())
         dist = torch.cdist(torch.from_numpy(km.cluster_centers_), feats)  # ipc x n_c
