@@ -1,10 +1,18 @@
-"""What the ablation benchmarks share: one cell (experts -> distillation -> evaluation, each stage resumable
-and a finished evaluation reused) and the way a result is written."""
+"""What the accuracy benchmarks share: one cell (experts -> distillation -> evaluation, each stage resumable
+and a finished evaluation reused), the grid of cells, the command line, and the way a result is written.
+
+Every dataset's run directory (`ROOT/<dataset>`) records the library code that made it
+(`provenance.json`, see `distillset.provenance`), and so does every cell's `evaluation.json`. Work made by
+other library code is never tabulated as current: the script stops and asks for `--fresh` (delete and
+recompute) or `--cached` (tabulate what is there, each such row marked stale with the commit that made
+it). The results file records the command line, commit and date of the invocation that wrote it."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +22,36 @@ from distillset.data.prepared import PreparedData, prepare
 from distillset.distill import open_experts, run_distillation
 from distillset.evaluate import evaluate
 from distillset.experts.train import train_experts
-from distillset.utils import resolve_device, write_json, write_text
+from distillset.provenance import describe, made_by_other_code, provenance
+from distillset.utils import read_json, resolve_device, write_json, write_text
+
+
+@functools.cache
+def current() -> dict:
+    """The provenance of this invocation (computed once)."""
+    return provenance()
+
+
+def claim_root(root: Path, cached: bool) -> dict | None:
+    """The provenance of the work in `root`, created for this code when `root` is new or empty.
+
+    Work made by other code (or before provenance was recorded) stops the run unless `cached`, where it is
+    only tabulated, marked stale."""
+    marker = root / "provenance.json"
+    recorded = read_json(marker) if marker.exists() else None
+    if not made_by_other_code(recorded, current()):
+        return recorded
+    if not root.exists() or not any(root.iterdir()):
+        if cached:
+            return None
+        write_json(marker, current())
+        return current()
+    if cached:
+        return recorded
+    raise SystemExit(
+        f"{root} holds work made by {describe(recorded)}, not by this library code ({current()['code']}); "
+        "rerun with --fresh to delete and recompute it, or with --cached to tabulate it marked stale."
+    )
 
 
 def run_cell(
@@ -42,7 +79,7 @@ def run_cell(
     try:
         result = run_distillation(cfg, run, data, open_experts(cfg, data, experts))
     except FloatingPointError as e:  # a diverged setting is a result too: recorded, and the grid goes on
-        report = {"diverged": str(e), "seconds": {"experts": round(t1 - t0, 1)}}
+        report = {"diverged": str(e), "seconds": {"experts": round(t1 - t0, 1)}, "provenance": current()}
         write_json(report_path, report)
         return report
     t2 = time.perf_counter()
@@ -54,6 +91,7 @@ def run_cell(
         "distill": round(t2 - t1, 1),
         "evaluate": round(time.perf_counter() - t2, 1),
     }
+    report["provenance"] = current()
     write_json(report_path, report)
     return report
 
@@ -74,7 +112,8 @@ def run_grid(
     `config(variant, ipc)` gives a cell's config, `experts_dir(cfg)` its expert store's name under `root`,
     `describe(cfg)` the columns particular to the benchmark. The random baseline is trained with
     `baseline_variant` and shown beside every variant of the same IPC. With `cached`, only the cells
-    already evaluated are read and nothing runs."""
+    already evaluated are read and nothing runs; a row made by other library code says so (`stale`)."""
+    root_made_by = claim_root(root, cached)
     rows = []
     data = None
     for ipc in ipcs:
@@ -95,6 +134,7 @@ def run_grid(
                 scores_dir=root / "scores",
             )
             baseline = baseline_of(report) or baseline
+            made_by = report.get("provenance", root_made_by)
             rows.append(
                 {
                     "dataset": dataset,
@@ -104,6 +144,8 @@ def run_grid(
                     **describe(cfg),
                     **cell_summary(run, report),
                     "random": baseline,
+                    "made_by": made_by,
+                    "stale": made_by_other_code(made_by, current()),
                 }
             )
     return rows
@@ -164,8 +206,26 @@ def deltas(rows: list[dict], reference: str) -> list[str]:
     return out
 
 
-def footer(notes: list[str], setup: list[str], paper: str) -> list[str]:
-    return ["", *notes, "", *[f"- {line}" for line in setup], "", paper]
+def footer(notes: list[str], setup: list[str], paper: str, rows: list[dict]) -> list[str]:
+    return ["", *notes, "", *[f"- {line}" for line in setup], "", paper, "", *made_by_lines(rows)]
+
+
+def made_by_lines(rows: list[dict]) -> list[str]:
+    """Which command, commit and date produced the table, and which rows are stale."""
+    me = current()
+    lines = [f"Produced by `{me['command']}` at {describe(me)}."]
+    stale = [r for r in rows if r.get("stale")]
+    if stale:
+        makers = sorted({describe(r.get("made_by")) for r in stale})
+        lines.append(
+            f"**Stale**: the {len(stale)} rows marked `stale` were made by other library code "
+            f"({'; '.join(makers)}) and tabulated with --cached, not recomputed."
+        )
+    return lines
+
+
+def stale_mark(row: dict) -> str:
+    return " (stale)" if row.get("stale") else ""
 
 
 def pct(pair: list[float] | None, missing: str = "n/a") -> str:
@@ -189,16 +249,23 @@ def main(
     parser.add_argument("--variants", default=",".join(default_variants), help=f"of {', '.join(variants)}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--cached", action="store_true", help="tabulate the finished cells only; run nothing")
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete the work of each dataset under ROOT first and recompute"
+    )
     args = parser.parse_args()
     chosen = args.variants.split(",")
     unknown = set(chosen) - set(variants)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; valid: {', '.join(variants)}")
+    if args.fresh and args.cached:
+        parser.error("--fresh recomputes and --cached runs nothing: give one of them")
     rows = []
     for dataset in args.datasets.split(","):
+        if args.fresh:
+            shutil.rmtree(args.root / dataset, ignore_errors=True)
         rows += run_dataset(
             dataset, args.root / dataset, [int(i) for i in args.ipcs.split(",")], chosen, args.cached
         )
-    write_json(args.out / f"{name}.json", rows)
+    write_json(args.out / f"{name}.json", {"provenance": current(), "rows": rows})
     write_text(args.out / f"{name}.md", markdown(rows))
     print(markdown(rows))

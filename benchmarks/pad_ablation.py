@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ablation import ACCURACY, CHOSEN_AT, deltas, footer, main, pct, run_grid
+from ablation import ACCURACY, CHOSEN_AT, deltas, footer, main, pct, run_grid, stale_mark
 
 from distillset.config import load_config
 
@@ -109,7 +109,7 @@ def markdown(rows: list[dict]) -> str:
     ]
     for r, delta in zip(rows, deltas(rows, "tm"), strict=True):
         lines.append(
-            f"| {r['dataset']} | {r['ipc']} | {r['variant']} | {r['matched']} | "
+            f"| {r['dataset']} | {r['ipc']} | {r['variant']}{stale_mark(r)} | {r['matched']} | "
             f"{'yes' if r['curriculum'] else 'no'} | {r['iterations']} | {r['skipped']} | "
             f"{r['chosen_iteration']} | {pct(r['distilled'])} | {delta} | {pct(r['random'])} |"
         )
@@ -118,7 +118,7 @@ def markdown(rows: list[dict]) -> str:
         CHOSEN_AT,
         "`vs tm`: difference of the means, in points, from trajectory matching alone.",
     ]
-    return "\n".join([*lines, *footer(notes, SETUP, PAPER)]) + "\n"
+    return "\n".join([*lines, *footer(notes, SETUP, PAPER, rows)]) + "\n"
 
 
 if __name__ == "__main__":

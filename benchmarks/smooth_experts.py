@@ -11,13 +11,12 @@ Ratios are against `mtt`, median over the timed epochs (the clipping loss is on 
 fifth of training). Peak accelerator memory per recipe on CUDA. Writes
 `benchmarks/results/smooth_experts.{json,md}`.
 
-    python benchmarks/smooth_experts.py --datasets digits,fashion-mnist --epochs 3
+    python benchmarks/smooth_experts.py --datasets digits,fashion-mnist --epochs 3 --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from distillset.data.prepared import prepare
 from distillset.experts.optim import expert_optimizer
 from distillset.experts.smooth import clip_factor, input_gradient_penalty
 from distillset.experts.train import build_expert_model
+from distillset.provenance import describe, provenance
 from distillset.training import accuracy, train_epoch
 from distillset.utils import generator, resolve_device, write_json, write_text
 
@@ -105,15 +105,13 @@ def main() -> None:
     p.add_argument("--datasets", default="digits,fashion-mnist")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = [r for ds in args.datasets.split(",") for r in measure(ds, args.epochs)]
-    meta = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
-        "device": str(resolve_device("auto")),
-    }
-    write_json(args.out / "smooth_experts.json", {"meta": meta, "rows": rows})
+    meta = {**provenance(), "device": str(resolve_device("auto"))}
+    write_json(args.out / "smooth_experts.json", {"provenance": meta, "rows": rows})
     write_text(args.out / "smooth_experts.md", markdown(rows, meta))
     print(markdown(rows, meta))
 
@@ -134,7 +132,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"{r['peak_mib'] if r['peak_mib'] is not None else 'n/a (CPU)'} |"
         for r in rows
     ]
-    return "\n".join([*lines, "", f"{meta}"]) + "\n"
+    made = f"Produced by `{meta['command']}` at {describe(meta)}, {meta['threads']} torch threads."
+    return "\n".join([*lines, "", made]) + "\n"
 
 
 if __name__ == "__main__":

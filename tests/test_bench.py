@@ -113,7 +113,10 @@ def test_markdown_ratios_and_skips():
 
 
 def test_resume_keeps_clean_cells_and_refuses_other_settings():
+    from distillset.provenance import provenance
+
     previous = {
+        "provenance": provenance(),
         "machine": {"device": "cpu", "threads": 2},
         "settings": {
             "models": {"small": {}},
@@ -138,3 +141,8 @@ def test_resume_keeps_clean_cells_and_refuses_other_settings():
     assert _reusable({"skipped": "would need about 30 GB"}) and not _reusable({"timeout": 10})
     with pytest.raises(click.UsageError, match="steps"):
         run_benchmark(["small"], [10, 20], ["unroll", "adjoint"], "1", "cpu", previous=previous)
+    # Cells measured by other library code (or before the code was recorded) are not kept as current.
+    for made_by in ({**previous["provenance"], "code": "0" * 16}, None):
+        older = {**previous, "provenance": made_by}
+        with pytest.raises(click.UsageError, match="library code"):
+            run_benchmark(["small"], [10], ["unroll", "adjoint"], "1", "cpu", previous=older, quiet_wait=0)

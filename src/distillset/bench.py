@@ -49,6 +49,8 @@ from typing import Any
 
 import click
 
+from .provenance import describe, made_by_other_code, provenance
+
 ENGINE_NAMES = ("unroll", "tesla", "adjoint")
 DEFAULT_STEPS = (10, 20, 40, 80)
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
@@ -476,6 +478,7 @@ def run_benchmark(
 
     dev = str(resolve_device(device))
     results: dict[str, Any] = {
+        "provenance": provenance(),
         "machine": machine_info(dev, threads),
         "settings": {
             "models": {m: MODELS[m] for m in models},
@@ -509,6 +512,7 @@ def run_benchmark(
         base_wall = float(previous.get("wall_seconds") or 0.0)
         base_wait = float(previous.get("quiet_wait_seconds") or 0.0)
         results["resumed"] = int(previous.get("resumed", 0)) + 1
+        results["earlier_runs"] = [*previous.get("earlier_runs", []), previous.get("provenance")]
     t_start = time.perf_counter()
     device_free: float | None = None
     total_wait = 0.0
@@ -605,6 +609,8 @@ def _check_resumable(previous: Mapping[str, Any], results: Mapping[str, Any]) ->
         diff.append("allocator")
     if set(old_s.get("models", {})) != set(new_s.get("models", {})):
         diff.append("models")
+    if made_by_other_code(previous.get("provenance"), results["provenance"]):
+        diff.append(f"library code: {describe(previous.get('provenance'))}")
     if diff:
         raise click.UsageError(
             f"--resume: the earlier results were measured with other settings ({', '.join(diff)}); "
@@ -657,8 +663,18 @@ def write_markdown(results: Mapping[str, Any]) -> str:
     device = machine.get("device", "cpu")
     mem = "peak RSS" if not str(device).startswith("cuda") else "peak allocated"
     n_images = "/".join(sorted({str(m.get("images", 100)) for m in models.values()}))
+    made = results.get("provenance")
+    made_line = (
+        f"Produced by `{made['command']}` at {describe(made)}"
+        + "".join(f"; resumed from a run at {describe(e)}" for e in results.get("earlier_runs", []))
+        + "."
+        if made
+        else "Made before the benchmark recorded its provenance."
+    )
     lines = [
         "# Meta-gradient engines: seconds and peak memory per outer iteration",
+        "",
+        made_line,
         "",
         f"Machine: {machine.get('cpu_model', '?')}, device {device}"
         + (f", {machine['threads']} torch thread(s)" if machine.get("threads") else "")
