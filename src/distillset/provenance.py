@@ -43,13 +43,16 @@ def _git(*args: str, cwd: Path) -> str | None:
 
 
 def git_state(cwd: Path = PACKAGE) -> dict:
-    """The checkout's commit and whether the library or the benchmarks have uncommitted changes (None
-    outside a git checkout, e.g. for an installed wheel)."""
+    """The checkout's commit and whether the library or the benchmark scripts have uncommitted changes
+    (results files, which benchmarks write, do not count); None outside a git checkout, e.g. for an
+    installed wheel."""
     commit = _git("rev-parse", "HEAD", cwd=cwd)
     if commit is None:
         return {"commit": None, "dirty": None}
     top = Path(_git("rev-parse", "--show-toplevel", cwd=cwd) or cwd)
-    changed = _git("status", "--porcelain", "--", "src", "benchmarks", cwd=top)
+    changed = _git(
+        "status", "--porcelain", "--", "src", "benchmarks", ":(exclude)benchmarks/results", cwd=top
+    )
     return {"commit": commit, "dirty": bool(changed)}
 
 
