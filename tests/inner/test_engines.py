@@ -41,7 +41,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("soft", [True, False])
 def test_adjoint_equals_unroll_in_float64(momentum, soft):
     """DSA on every step, batch_syn (4) smaller than the set (9), momentum, soft or hard labels, and a loss
-    term on an intermediate state (AST): image, lr and label gradients agree to 1e-8 relative."""
+    term on an intermediate state (AST): image, lr and label gradients agree to 1e-12 relative (1e-15 to
+    2e-15 measured); an HVP accumulated in single precision would be off by about 1e-9."""
     model, theta0, target, images, logits, labels = _problem()
     plan = sample_plan(9, 7, 4, (8, 8), STRATEGY, torch.Generator().manual_seed(3))
     assert [b.numel() for b in plan.batches[:3]] == [4, 4, 1]  # a permutation walked in chunks
@@ -50,10 +51,10 @@ def test_adjoint_equals_unroll_in_float64(momentum, soft):
     unroll = _grads("unroll", model, theta0, images, targets, 0.05, plan, terms, momentum)
     adjoint = _grads("adjoint", model, theta0, images, targets, 0.05, plan, terms, momentum)
     assert torch.allclose(adjoint[0], unroll[0], rtol=1e-12)
-    assert _rel(adjoint[1], unroll[1]) < 1e-8
-    assert _rel(adjoint[3], unroll[3]) < 1e-8
+    assert _rel(adjoint[1], unroll[1]) < 1e-12
+    assert _rel(adjoint[3], unroll[3]) < 1e-12
     if soft:
-        assert _rel(adjoint[2], unroll[2]) < 1e-8
+        assert _rel(adjoint[2], unroll[2]) < 1e-12
     assert unroll[1].abs().sum() > 0 and unroll[3].abs() > 0  # the test compares something
 
 
@@ -201,5 +202,5 @@ def test_all_three_engines_with_ast_terms_momentum_and_loss_scale(momentum):
     for got, want in ((adjoint, unroll), (tesla, tesla_ref)):
         assert torch.allclose(got[0], unroll[0], rtol=1e-12)
         for a, b in zip(got[1:], want[1:], strict=True):
-            assert _rel(a, b) < 1e-8
+            assert _rel(a, b) < 1e-12
     assert _rel(tesla[1], unroll[1]) > 1e-6  # TESLA does differ from the exact gradient
