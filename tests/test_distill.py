@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import warnings
@@ -13,7 +14,8 @@ from distillset.config import load_config
 from distillset.errors import ConfigError, StoreError
 from distillset.experts.train import train_experts
 from distillset.synthetic import DistilledSet, correct_real_indices, expert_label_logits
-from tests.conftest import dies_on_call
+from tests.conftest import counting, dies_on_call, sigkilled_at
+from tests.spies import watched
 
 dmod = importlib.import_module("distillset.distill")
 
@@ -155,6 +157,34 @@ def test_datm_run_writes_artifact_metrics_and_checkpoint(tmp_path, datm_cfg, exp
     assert not torch.equal(final.images, art.images) or result.best_iteration == 6
 
 
+def test_best_set_is_chosen_without_reading_the_test_split(tmp_path, datm_cfg, experts_dir, digits_data):
+    """Distillation never touches the test split: a spy on its tensors sees no read, and test images
+    replaced by noise leave the chosen iteration and the artifact unchanged. The chosen iteration is the
+    first with the best logged validation accuracy."""
+    # validation networks trained long enough to tell the sets apart
+    cfg = datm_cfg.model_copy(update={"distill": datm_cfg.distill.model_copy(update={"eval_epochs": 40})})
+    log = []
+    spied = dataclasses.replace(
+        digits_data,
+        test_x=watched(digits_data.test_x, log, "test"),
+        test_y=watched(digits_data.test_y, log, "test"),
+    )
+    result = _run(cfg, tmp_path / "spied", experts_dir, spied)
+    assert log == []
+    noise = dataclasses.replace(
+        digits_data, test_x=torch.randn(digits_data.test_x.shape, generator=torch.Generator().manual_seed(0))
+    )
+    noisy = _run(cfg, tmp_path / "noisy", experts_dir, noise)
+    assert noisy.best_iteration == result.best_iteration
+    assert torch.equal(noisy.artifact.images, result.artifact.images)
+    checks = [
+        json.loads(x) for x in (tmp_path / "spied" / "metrics.jsonl").read_text().splitlines() if "event" in x
+    ]
+    vals = [c["val_acc"] for c in checks]
+    assert len(set(vals)) > 1  # the checks do tell the sets apart
+    assert result.best_iteration == checks[vals.index(max(vals))]["it"]
+
+
 def test_threshold_skips_updates(tmp_path, datm_cfg, experts_dir, digits_data):
     cfg = datm_cfg.model_copy(
         update={"distill": datm_cfg.distill.model_copy(update={"threshold": 1e-9, "iterations": 2})}
@@ -162,8 +192,10 @@ def test_threshold_skips_updates(tmp_path, datm_cfg, experts_dir, digits_data):
     result = _run(cfg, tmp_path, experts_dir, digits_data)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(r["skipped"] for r in records if "event" not in r)
-    init = result.final.images
-    assert torch.equal(init, result.artifact.images)  # nothing moved
+    # nothing moved: the last set is still the initial one (the chosen real images, the experts' lr)
+    init = digits_data.train_x[result.artifact.meta["distill"]["init_indices"]]
+    assert torch.equal(result.final.images, init) and torch.equal(result.artifact.images, init)
+    assert result.final.lr == pytest.approx(cfg.experts.lr_teacher, rel=1e-7)
 
 
 def test_a_run_of_skipped_updates_is_reported(tmp_path, datm_cfg, experts_dir, digits_data, monkeypatch):
@@ -195,22 +227,89 @@ def test_interrupted_run_resumes_to_the_same_artifact(
     monkeypatch.setattr(dmod, "meta_loss", real)
     resumed = _run(cfg, tmp_path / "cut", experts_dir, digits_data)
 
+    _same_run(whole, resumed, tmp_path / "whole", tmp_path / "cut")
+
+
+def _same_run(whole, resumed, whole_dir, cut_dir):
+    """The same artifacts, bit for bit, and the same metrics log, line for line (timings aside)."""
     for a, b in ((whole.artifact, resumed.artifact), (whole.final, resumed.final)):
         assert torch.equal(a.images, b.images)
         assert torch.equal(a.label_logits, b.label_logits)
         assert a.lr == b.lr
-    assert (tmp_path / "whole" / "metrics.jsonl").read_text().count("\n") == (
-        tmp_path / "cut" / "metrics.jsonl"
-    ).read_text().count("\n")
-    strip = [
-        {k: v for k, v in json.loads(line).items() if k != "seconds"}
-        for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
-    ]
-    ref = [
-        {k: v for k, v in json.loads(line).items() if k != "seconds"}
-        for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert strip == ref
+    text = (cut_dir / "metrics.jsonl").read_text()
+    assert text.endswith("\n") and text.count("\n") == (whole_dir / "metrics.jsonl").read_text().count("\n")
+
+    def records(path):
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (path / "metrics.jsonl").read_text().splitlines()
+        ]
+
+    assert records(cut_dir) == records(whole_dir)
+
+
+def _cut_at_iteration_5(cfg, tmp_path, experts_dir, digits_data, monkeypatch):
+    """A run interrupted in iteration 5 (after the checkpoint at 4), then the number of iterations the
+    resumed run computes and its result."""
+    real = dmod.meta_loss
+    monkeypatch.setattr(dmod, "meta_loss", dies_on_call(6, real))
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, tmp_path, experts_dir, digits_data)
+    calls = []
+    monkeypatch.setattr(dmod, "meta_loss", counting(real, calls))
+    return calls, lambda: _run(cfg, tmp_path, experts_dir, digits_data)
+
+
+def test_resuming_does_only_the_remaining_work(tmp_path, datm_cfg, experts_dir, digits_data, monkeypatch):
+    """A run that ignored its checkpoint and started over would end with the same artifact (every draw
+    derives from (seed, iteration)); the resumed run computes only iterations 4 and 5."""
+    calls, resume = _cut_at_iteration_5(datm_cfg, tmp_path, experts_dir, digits_data, monkeypatch)
+    resume()
+    assert len(calls) == 2
+
+
+def test_resuming_continues_from_the_checkpoint_on_disk(
+    tmp_path, datm_cfg, experts_dir, digits_data, monkeypatch
+):
+    """The images in the checkpoint are what the resumed run continues from: moved on disk, they move the
+    final set, which then differs from an uninterrupted run's (a restart would not see the change)."""
+    whole = _run(datm_cfg, tmp_path / "whole", experts_dir, digits_data)
+    calls, resume = _cut_at_iteration_5(datm_cfg, tmp_path / "cut", experts_dir, digits_data, monkeypatch)
+    path = tmp_path / "cut" / "checkpoints" / dmod.CHECKPOINT
+    tensors, state = dmod.read_checkpoint(path)
+    tensors["images"] = tensors["images"] + 0.5
+    dmod.write_checkpoint(path, tensors, state)
+    resumed = resume()
+    moved = resumed.final.images - whole.final.images
+    assert moved.abs().max() > 0.1  # the shift carried on into the last set
+    assert len(calls) == 2
+
+
+def test_a_run_killed_by_sigkill_resumes_to_the_same_artifact(
+    tmp_path, datm_cfg, experts_dir, digits_data, monkeypatch
+):
+    """A real SIGKILL in another process, mid-iteration 5 (after the checkpoint at 4), with the log's last
+    line cut in half as by a kill during a write: the lock of the dead process is taken over, the broken
+    line and the records after the checkpoint are dropped, and the run ends as an uninterrupted one."""
+    whole = _run(datm_cfg, tmp_path / "whole", experts_dir, digits_data)
+    cut = tmp_path / "cut"
+    body = (
+        "from distillset.config import load_config\n"
+        "from distillset.distill import run_distillation\n"
+        "from distillset.experts.store import TrajectoryStore\n"
+        f"cfg = load_config('datm-digits', {TINY_DISTILL!r})\n"
+        f"run_distillation(cfg, {str(cut)!r}, store=TrajectoryStore({str(experts_dir)!r}), progress=False)\n"
+    )
+    sigkilled_at("distillset.distill:meta_loss", 6, body, tmp_path)
+    assert (cut / "checkpoints" / ".lock").exists()  # nothing of ours ran after the kill
+    assert dmod.read_checkpoint(cut / "checkpoints" / dmod.CHECKPOINT)[1]["next_it"] == 4
+    with (cut / "metrics.jsonl").open("a") as log:
+        log.write('{"it": 5, "loss": 0.4')
+    calls = []
+    monkeypatch.setattr(dmod, "meta_loss", counting(dmod.meta_loss, calls))
+    resumed = _run(datm_cfg, cut, experts_dir, digits_data)
+    assert len(calls) == 2
+    _same_run(whole, resumed, tmp_path / "whole", cut)
 
 
 def test_checkpoint_of_another_setting_is_refused(tmp_path, datm_cfg, experts_dir, digits_data):

@@ -3,12 +3,13 @@ import json
 import pytest
 import torch
 
+import distillset.experts.train as train_mod
 from distillset.config import load_config
 from distillset.errors import StoreError
 from distillset.experts.store import TrajectoryStore
 from distillset.experts.train import build_expert_model, train_experts
 from distillset.models import ParamLayout, flat_params
-from tests.conftest import TINY, dies_on_call
+from tests.conftest import TINY, counting, dies_on_call, sigkilled_at
 
 
 def test_experts_record_every_epoch_with_copies(tiny_cfg, digits_data, tmp_path):
@@ -46,8 +47,6 @@ def test_interrupted_expert_resumes_to_the_same_trajectory(tiny_cfg, digits_data
     cfg = tiny_cfg.model_copy(update={"experts": tiny_cfg.experts.model_copy(update={"momentum": 0.9})})
     reference = train_experts(cfg, tmp_path / "a", digits_data, progress=False)
 
-    import distillset.experts.train as train_mod
-
     real = train_mod.train_epoch
     # killed at expert 1, epoch 2: after its first checkpoint
     monkeypatch.setattr(train_mod, "train_epoch", dies_on_call(5, real))
@@ -62,11 +61,99 @@ def test_interrupted_expert_resumes_to_the_same_trajectory(tiny_cfg, digits_data
         assert resumed.record(i)["val_acc"] == reference.record(i)["val_acc"]
 
 
+MOMENTUM = [*TINY, "experts.momentum=0.9"]
+
+
+def _cut_in_expert_1(cfg, out, monkeypatch):
+    """Train into `out`, interrupted in expert 1's second epoch (after its checkpoint at epoch 1); then
+    count the epochs the resumed run trains."""
+    real = train_mod.train_epoch
+    monkeypatch.setattr(train_mod, "train_epoch", dies_on_call(5, real))
+    with pytest.raises(KeyboardInterrupt):
+        train_experts(cfg, out, progress=False)
+    epochs = []
+    monkeypatch.setattr(train_mod, "train_epoch", counting(real, epochs))
+    return epochs
+
+
+def test_resuming_an_expert_trains_only_its_remaining_epochs(digits_data, tmp_path, monkeypatch):
+    """Restarting expert 1 would give the same trajectory (every draw derives from the seed); resuming it
+    trains only epochs 2 and 3, and expert 0, finished, is not trained again."""
+    cfg = load_config("random-digits", MOMENTUM)
+    epochs = _cut_in_expert_1(cfg, tmp_path, monkeypatch)
+    store = train_experts(cfg, tmp_path, progress=False)
+    assert len(epochs) == 2 and store.completed == [0, 1]
+
+
+def test_resuming_an_expert_continues_from_its_checkpoint_on_disk(digits_data, tmp_path, monkeypatch):
+    """The partial checkpoint is what the resumed expert continues from: weights moved on disk are its
+    snapshot 1, and its later epochs start from them."""
+    cfg = load_config("random-digits", MOMENTUM)
+    reference = train_experts(cfg, tmp_path / "whole", digits_data, progress=False)
+    epochs = _cut_in_expert_1(cfg, tmp_path / "cut", monkeypatch)
+    store = TrajectoryStore(tmp_path / "cut")
+    tensors, meta = store.read_partial(1)
+    tensors["snapshots"][1] += 0.25
+    store.write_partial(1, tensors, meta)
+    resumed = train_experts(cfg, tmp_path / "cut", progress=False)
+    moved, ref = resumed.load(1), reference.load(1)
+    assert torch.equal(moved[1], ref[1] + 0.25)
+    assert (moved[2:] - ref[2:]).abs().max() > 0.1
+    assert len(epochs) == 2
+
+
+def test_experts_killed_by_sigkill_resume_to_the_same_trajectories(digits_data, tmp_path, monkeypatch):
+    """A real SIGKILL in another process during expert 1's second epoch: the resumed run trains the two
+    remaining epochs and ends with the trajectories of an uninterrupted run."""
+    cfg = load_config("random-digits", MOMENTUM)
+    reference = train_experts(cfg, tmp_path / "whole", digits_data, progress=False)
+    body = (
+        "from distillset.config import load_config\n"
+        "from distillset.experts.train import train_experts\n"
+        f"cfg = load_config('random-digits', {MOMENTUM!r})\n"
+        f"train_experts(cfg, {str(tmp_path / 'cut')!r}, progress=False)\n"
+    )
+    sigkilled_at("distillset.experts.train:train_epoch", 5, body, tmp_path)
+    assert (tmp_path / "cut" / "partial-00001.safetensors").exists()
+    epochs = []
+    monkeypatch.setattr(train_mod, "train_epoch", counting(train_mod.train_epoch, epochs))
+    resumed = train_experts(cfg, tmp_path / "cut", progress=False)
+    assert len(epochs) == 2
+    for i in (0, 1):
+        assert torch.equal(resumed.load(i), reference.load(i))
+        assert resumed.record(i)["val_acc"] == reference.record(i)["val_acc"]
+
+
 def test_store_made_for_another_setting_is_refused(tiny_cfg, digits_data, tmp_path):
     train_experts(tiny_cfg, tmp_path, digits_data, progress=False)
     other = load_config("random-digits", [*TINY, "experts.lr_teacher=0.05"])
     with pytest.raises(StoreError, match="lr_teacher"):
         train_experts(other, tmp_path, digits_data, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("data.zca=true", "data.preprocessing"),  # the same images, whitened
+        ("data.split_seed=1", r"data\.(fingerprint|split)"),  # another validation split of the same data
+        ("data.train_limit=600", r"data\.(fingerprint|split)"),  # a subset of the training set
+    ],
+)
+def test_store_made_for_other_data_is_refused_by_training_and_by_distillation(
+    tiny_cfg, digits_data, tmp_path, override, named
+):
+    """Experts trained on differently prepared data are refused, with the difference named, both when
+    more experts are trained into the store and when distillation opens it."""
+    from distillset.data.prepared import prepare
+    from distillset.distill import open_experts
+
+    train_experts(tiny_cfg, tmp_path, digits_data, progress=False)
+    other = load_config("random-digits", [*TINY, override])
+    data = prepare(other.data, torch.device("cpu"))
+    with pytest.raises(StoreError, match=f"another setting: {named}"):
+        train_experts(other, tmp_path, data, progress=False)
+    with pytest.raises(StoreError, match=f"another setting: {named}"):
+        open_experts(load_config("mtt-digits", [*TINY, override]), data, tmp_path)
 
 
 def test_bf16_storage(tiny_cfg, digits_data, tmp_path):

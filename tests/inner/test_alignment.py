@@ -68,3 +68,23 @@ def test_representative_init_at_ipc_one_takes_the_image_nearest_the_class_mean()
     x = torch.tensor([[0.0, 0.0], [10.0, 0.0], [4.5, 0.0], [7.0, 0.0]])  # mean (5.375, 0)
     idx = representative_real_indices(x, y, 1, 1, lambda v: v, seed=1)
     assert idx.tolist() == [2]  # 0.875 from the mean; the authors' version selects nothing at IPC 1
+
+
+def test_representative_init_takes_the_image_nearest_each_k_means_centre():
+    """IPC 3 on a class whose expert logits form three far-apart clusters: one image per cluster, the one
+    nearest its cluster's mean (the k-means centre), not the three nearest the class mean."""
+    clusters = [
+        [(0.0, 0.0), (2.0, 0.0), (0.9, 0.1)],  # mean (0.97, 0.03): nearest (0.9, 0.1)
+        [(100.0, 0.0), (100.0, 2.0), (100.0, 1.2)],  # mean (100, 1.07): nearest (100, 1.2)
+        [(0.0, 100.0), (3.0, 100.0), (1.0, 100.0), (0.0, 103.0)],  # mean (1, 100.75): nearest (1, 100)
+    ]
+    points = [p for c in clusters for p in c]
+    perm = torch.randperm(len(points), generator=torch.Generator().manual_seed(0))
+    x = torch.tensor(points, dtype=torch.float64)[perm]
+    other = torch.tensor([[50.0, 50.0], [51.0, 50.0], [50.0, 51.0]], dtype=torch.float64)  # in between
+    x = torch.cat([x, other])
+    y = torch.cat([torch.zeros(len(points), dtype=torch.long), torch.ones(3, dtype=torch.long)])
+    idx = representative_real_indices(x, y, 3, 2, lambda v: v, seed=0)
+    chosen = {tuple(x[i].tolist()) for i in idx[:3]}
+    assert chosen == {(0.9, 0.1), (100.0, 1.2), (1.0, 100.0)}
+    assert set(idx[3:].tolist()) == {len(points), len(points) + 1, len(points) + 2}
