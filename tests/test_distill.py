@@ -185,6 +185,27 @@ def test_best_set_is_chosen_without_reading_the_test_split(tmp_path, datm_cfg, e
     assert result.best_iteration == checks[vals.index(max(vals))]["it"]
 
 
+def test_the_set_with_the_best_validation_accuracy_is_kept(
+    tmp_path, datm_cfg, experts_dir, digits_data, monkeypatch
+):
+    """Given validation accuracies 0.5, 0.9, 0.7 at iterations 0, 3, 6, the artifact is the set validated at
+    iteration 3 (not the first, not the last), and the last set is kept beside it."""
+    scripted, seen = iter([0.5, 0.9, 0.7]), []
+
+    def validate(cfg, data, sset):
+        seen.append({k: v.detach().clone() for k, v in sset.items()})
+        return next(scripted)
+
+    monkeypatch.setattr(dmod, "_validate_set", validate)
+    result = _run(datm_cfg, tmp_path, experts_dir, digits_data)
+    assert len(seen) == 3 and (result.best_iteration, result.best_val) == (3, 0.9)
+    assert torch.equal(result.artifact.images, seen[1]["images"])
+    assert torch.equal(result.artifact.label_logits, seen[1]["label_logits"])
+    assert result.artifact.lr == float(seen[1]["lr"])
+    assert torch.equal(result.final.images, seen[2]["images"])
+    assert not torch.equal(seen[1]["images"], seen[2]["images"])
+
+
 def test_threshold_skips_updates(tmp_path, datm_cfg, experts_dir, digits_data):
     cfg = datm_cfg.model_copy(
         update={"distill": datm_cfg.distill.model_copy(update={"threshold": 1e-9, "iterations": 2})}

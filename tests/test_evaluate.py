@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 
 import pytest
@@ -28,23 +29,28 @@ def test_evaluate_report_contract(tiny_cfg, digits_data, tmp_path):
     assert again["results"]["mlp"]["runs"] == report["results"]["mlp"]["runs"]
 
 
+LR = 0.1  # on this tiny set, validation peaks at epoch 3 of 8 and the test accuracy falls after it
+
+
 def _val_accuracies(model, data):
-    """A forward hook that records the accuracy of every evaluation-mode pass over the validation images
-    (computed here, from the network's outputs, not by the code under test)."""
-    seen = []
+    """A forward hook that records, at every evaluation-mode pass over the validation images, the accuracy
+    (computed here, from the network's outputs, not by the code under test) and the weights."""
+    seen, states = [], []
 
     def hook(module, args, out):
         x = args[0]
         if not module.training and x.data_ptr() == data.val_x.data_ptr():
             seen.append(int((out.argmax(1) == data.val_y[: x.shape[0]]).sum()) / x.shape[0])
+            states.append(copy.deepcopy(module.state_dict()))
 
     model.register_forward_hook(hook)
-    return seen
+    return seen, states
 
 
 def test_checkpoint_is_chosen_on_validation_and_the_test_split_is_read_last(tiny_cfg, digits_data):
     """The checkpoint is the first with the best validation accuracy, computed here from the network's own
-    outputs; no test image is touched before training has ended."""
+    outputs, and the accuracy reported is that checkpoint's on the test split (here not the last epoch's);
+    no test image is touched before training has ended."""
     ecfg = tiny_cfg.eval.model_copy(update={"epochs": 8, "val_every": 1})
     log = []
     data = dataclasses.replace(
@@ -55,10 +61,17 @@ def test_checkpoint_is_chosen_on_validation_and_the_test_split_is_read_last(tiny
     idx = torch.arange(0, len(digits_data.train_y), 7)
     model = build_expert_model(tiny_cfg, digits_data, ("t",))
     model.register_forward_pre_hook(lambda m, a: log.append("train") if m.training else None)
-    vals = _val_accuracies(model, digits_data)
-    out = train_and_test(model, data.train_x[idx], data.train_y[idx], data, ecfg, 0.01, 8, ("t",), 0)
+    vals, states = _val_accuracies(model, digits_data)
+    out = train_and_test(model, data.train_x[idx], data.train_y[idx], data, ecfg, LR, 8, ("t",), 0)
     assert len(vals) == 8 and len(set(vals)) > 1  # one check per epoch, and they differ
-    assert out["val"] == max(vals) and out["epoch"] == vals.index(max(vals)) + 1
+    best = vals.index(max(vals))
+    assert out["val"] == max(vals) and out["epoch"] == best + 1 < 8
+    chosen = build_expert_model(tiny_cfg, digits_data, ("t",))
+    chosen.load_state_dict(states[best])
+    chosen.eval()
+    with torch.no_grad():
+        right = int((chosen(digits_data.test_x).argmax(1) == digits_data.test_y).sum())
+    assert out["test"] == right / len(digits_data.test_y) != out["final_test"]
     assert "test" in log  # the final score reads it ...
     assert log.index("test") > max(i for i, e in enumerate(log) if e == "train")  # ... only after training
 

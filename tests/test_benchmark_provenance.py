@@ -1,0 +1,56 @@
+"""What the benchmarks record about the code that made a result, and how they refuse stale work."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from distillset.provenance import code_hash, describe, made_by_other_code, provenance
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import ablation  # noqa: E402
+
+
+def test_provenance_names_the_command_commit_and_code():
+    made = provenance(["benchmarks/x.py", "--root", "runs/a b"])
+    assert made["command"] == "python benchmarks/x.py --root 'runs/a b'"
+    assert made["code"] == code_hash() and len(made["code"]) == 16
+    assert made["date"].startswith("20") and "T" in made["date"]
+    assert not made_by_other_code(made, provenance([]))
+    assert made_by_other_code({**made, "code": "0" * 16}, made) and made_by_other_code(None, made)
+    assert "before provenance" in describe(None)
+
+
+def test_the_code_hash_follows_the_source_files(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("not code\n")
+    before = code_hash(tmp_path)
+    (tmp_path / "notes.md").write_text("still not code\n")
+    assert code_hash(tmp_path) == before
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert code_hash(tmp_path) != before
+
+
+def test_a_benchmark_root_made_by_other_code_is_refused_or_shown_stale(tmp_path):
+    root = tmp_path / "digits"
+    assert ablation.claim_root(root, cached=False) == ablation.current()  # new: claimed for this code
+    assert json.loads((root / "provenance.json").read_text())["code"] == code_hash()
+    assert ablation.claim_root(root, cached=False)["code"] == code_hash()  # same code: reused
+
+    older = {**ablation.current(), "code": "0" * 16, "commit": "abcdef0" + "0" * 33}
+    (root / "provenance.json").write_text(json.dumps(older))
+    with pytest.raises(SystemExit, match="--fresh"):
+        ablation.claim_root(root, cached=False)
+    assert ablation.claim_root(root, cached=True) == older  # tabulated, and marked stale below
+    rows = [{"stale": True, "made_by": older}, {"stale": False, "made_by": ablation.current()}]
+    lines = ablation.made_by_lines(rows)
+    assert "Produced by" in lines[0] and "Stale" in lines[1] and "abcdef0" in lines[1]
+    assert ablation.stale_mark(rows[0]) == " (stale)" and ablation.stale_mark(rows[1]) == ""
+
+    (root / "provenance.json").unlink()  # work from before provenance was recorded
+    (root / "experts").mkdir()
+    with pytest.raises(SystemExit, match="before provenance was recorded"):
+        ablation.claim_root(root, cached=False)
