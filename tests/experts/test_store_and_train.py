@@ -181,3 +181,25 @@ def test_identity_tolerates_last_bit_differences_in_fitted_statistics():
     c = {"data": {"preprocessing": {"mean": [0.3054], "std": [0.4]}}, "lr": 0.01}
     assert "data.preprocessing.mean" in first_difference(a, c)
     assert "lr" in first_difference(a, {**a, "lr": 0.02})
+
+
+def test_store_made_for_another_dataset_of_the_same_shape_is_refused(tiny_cfg, digits_data, tmp_path):
+    """Another dataset with the same image shape and classes (so the same network and parameter layout):
+    its experts are not digits experts."""
+    import numpy as np
+
+    from distillset.data.prepared import prepare
+    from distillset.distill import open_experts
+
+    train_experts(tiny_cfg, tmp_path / "experts", digits_data, progress=False)
+    rng = np.random.default_rng(0)
+    path = tmp_path / "other.npz"
+    x = rng.random((300, 8, 8), dtype=np.float32)
+    np.savez(path, x_train=x, y_train=np.arange(300) % 10, x_test=x[:50], y_test=np.arange(50) % 10)
+    other = [*TINY, "data.name=npz", f"data.root={path}"]
+    data = prepare(load_config("random-digits", other).data, torch.device("cpu"))
+    assert data.image_shape == digits_data.image_shape and data.num_classes == digits_data.num_classes
+    with pytest.raises(StoreError, match=r"another setting: data\.(fingerprint|name)"):
+        train_experts(load_config("random-digits", other), tmp_path / "experts", data, progress=False)
+    with pytest.raises(StoreError, match=r"another setting: data\.(fingerprint|name)"):
+        open_experts(load_config("mtt-digits", other), data, tmp_path / "experts")
