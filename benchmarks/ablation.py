@@ -13,6 +13,7 @@ import argparse
 import functools
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -211,17 +212,62 @@ def footer(notes: list[str], setup: list[str], paper: str, rows: list[dict]) -> 
 
 
 def made_by_lines(rows: list[dict]) -> list[str]:
-    """Which command, commit and date produced the table, and which rows are stale."""
+    """Which command, commit and date produced the table and each of its rows, and which rows are stale."""
     me = current()
     lines = [f"Produced by `{me['command']}` at {describe(me)}."]
+    fresh = [r["made_by"] for r in rows if not r.get("stale") and r.get("made_by")]
+    others = {(m["command"], describe(m)) for m in fresh if m["command"] != me["command"]}
+    for command, made in sorted(others):
+        n = sum(1 for m in fresh if m["command"] == command)
+        lines.append(f"{n} of the rows were computed by `{command}` at {made}.")
     stale = [r for r in rows if r.get("stale")]
     if stale:
-        makers = sorted({describe(r.get("made_by")) for r in stale})
+        makers = sorted({_maker(r.get("made_by")) for r in stale})
         lines.append(
             f"**Stale**: the {len(stale)} rows marked `stale` were made by other library code "
-            f"({'; '.join(makers)}) and tabulated with --cached, not recomputed."
+            f"({'; '.join(makers)}) and were not recomputed."
         )
     return lines
+
+
+def _maker(made_by: dict | None) -> str:
+    if made_by and made_by.get("carried_from"):
+        commit, date = (made_by.get("commit") or "?")[:7], (made_by.get("date") or "?")[:10]
+        return (
+            f"code from before provenance was recorded: carried from `{made_by['carried_from']}` as of "
+            f"commit {commit} ({date})"
+        )
+    return describe(made_by)
+
+
+def carried_rows(path: Path, computed: list[dict], old: dict | list) -> list[dict]:
+    """The rows of an earlier results file that this run did not compute, each with the provenance it
+    recorded or, for a file from before provenance was recorded, the commit that last wrote the file;
+    marked stale when made by other library code."""
+    rows = old["rows"] if isinstance(old, dict) else old
+    done = {(r["dataset"], r["variant"], r["ipc"]) for r in computed}
+    log = subprocess.run(
+        ["git", "log", "-1", "--format=%H %cI", "--", path.resolve().as_posix()],
+        cwd=path.resolve().parent, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    committed = {"commit": log[0], "date": log[1], "code": None} if log else {"commit": None, "code": None}
+    out = []
+    for r in rows:
+        if (r["dataset"], r["variant"], r["ipc"]) in done:
+            continue
+        made_by = r.get("made_by") or {**committed, "carried_from": path.as_posix()}
+        out.append({**r, "made_by": made_by, "stale": made_by_other_code(made_by, current())})
+    return out
+
+
+def table_order(rows: list[dict], variants: list[str]) -> list[dict]:
+    """Rows by dataset (the CPU datasets first, smallest first, then in order of appearance), IPC, variant."""
+    datasets = [*DATASET_ORDER, *dict.fromkeys(r["dataset"] for r in rows)]
+    rank = {v: i for i, v in enumerate(variants)}
+    return sorted(rows, key=lambda r: (datasets.index(r["dataset"]), r["ipc"], rank.get(r["variant"], 99)))
+
+
+DATASET_ORDER = ["digits", "mnist", "fashion-mnist"]
 
 
 def stale_mark(row: dict) -> str:
@@ -252,6 +298,12 @@ def main(
     parser.add_argument(
         "--fresh", action="store_true", help="delete the work of each dataset under ROOT first and recompute"
     )
+    parser.add_argument(
+        "--stale-rows",
+        type=Path,
+        help="an earlier results file whose rows this run does not compute are kept, each with the "
+        "provenance it recorded (or the commit that wrote the file), marked stale if made by other code",
+    )
     args = parser.parse_args()
     chosen = args.variants.split(",")
     unknown = set(chosen) - set(variants)
@@ -259,6 +311,7 @@ def main(
         parser.error(f"unknown variants {sorted(unknown)}; valid: {', '.join(variants)}")
     if args.fresh and args.cached:
         parser.error("--fresh recomputes and --cached runs nothing: give one of them")
+    earlier = read_json(args.stale_rows) if args.stale_rows else None  # read before it is overwritten
     rows = []
     for dataset in args.datasets.split(","):
         if args.fresh:
@@ -266,6 +319,8 @@ def main(
         rows += run_dataset(
             dataset, args.root / dataset, [int(i) for i in args.ipcs.split(",")], chosen, args.cached
         )
+    if earlier is not None:
+        rows = table_order([*rows, *carried_rows(args.stale_rows, rows, earlier)], variants)
     write_json(args.out / f"{name}.json", {"provenance": current(), "rows": rows})
     write_text(args.out / f"{name}.md", markdown(rows))
     print(markdown(rows))

@@ -54,3 +54,28 @@ def test_a_benchmark_root_made_by_other_code_is_refused_or_shown_stale(tmp_path)
     (root / "experts").mkdir()
     with pytest.raises(SystemExit, match="before provenance was recorded"):
         ablation.claim_root(root, cached=False)
+
+
+def test_rows_of_an_earlier_results_file_are_carried_marked_stale(tmp_path):
+    """Rows of an older results file that a run does not recompute are kept, marked stale, with the commit
+    that wrote the file when the rows themselves record no provenance; recomputed rows replace them."""
+    row = {"dataset": "fashion-mnist", "variant": "tm", "ipc": 1, "distilled": [0.7, 0.01]}
+    old = [row, {**row, "dataset": "digits"}, {**row, "variant": "pad"}]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    computed = [{**row, "dataset": "digits", "made_by": ablation.current(), "stale": False}]
+    carried = ablation.carried_rows(path, computed, old)
+    assert [(r["dataset"], r["variant"]) for r in carried] == [
+        ("fashion-mnist", "tm"),
+        ("fashion-mnist", "pad"),
+    ]
+    assert all(r["stale"] and r["made_by"]["carried_from"] == path.as_posix() for r in carried)
+    fresh = {**row, "variant": "pad", "made_by": ablation.current()}  # a row that recorded its maker
+    assert not ablation.carried_rows(path, [], [fresh])[0]["stale"]
+    ordered = ablation.table_order([*carried, *computed], ["tm", "pad"])
+    assert [(r["dataset"], r["variant"]) for r in ordered] == [
+        ("digits", "tm"),
+        ("fashion-mnist", "tm"),
+        ("fashion-mnist", "pad"),
+    ]
+    assert "carried from" in ablation.made_by_lines(ordered)[-1]
