@@ -190,7 +190,7 @@ MUTANTS = [
         "distill.py",
         (("    resumed = read_checkpoint(ckpt_path)", "    resumed = None"),),
         (
-            f"{DIST}test_resuming_does_only_the_remaining_work",
+            f"{DIST}test_interrupted_run_resumes_to_the_same_artifact",
             f"{DIST}test_resuming_continues_from_the_checkpoint_on_disk",
         ),
     ),
@@ -242,7 +242,7 @@ MUTANTS = [
         "experts/train.py",
         (("    resumed = store.read_partial(i)", "    resumed = None"),),
         (
-            f"{STORE}test_resuming_an_expert_trains_only_its_remaining_epochs",
+            f"{STORE}test_interrupted_expert_resumes_to_the_same_trajectory",
             f"{STORE}test_resuming_an_expert_continues_from_its_checkpoint_on_disk",
         ),
     ),

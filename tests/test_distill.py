@@ -236,18 +236,15 @@ def test_a_run_of_skipped_updates_is_reported(tmp_path, datm_cfg, experts_dir, d
 def test_interrupted_run_resumes_to_the_same_artifact(
     tmp_path, datm_cfg, experts_dir, digits_data, monkeypatch, engine
 ):
+    """Killed mid-iteration 5 (after the checkpoint at 4), the run resumes to the uninterrupted artifact and
+    log. A run that ignored its checkpoint and started over would end the same (every draw derives from
+    (seed, iteration)): the resumed run computes only iterations 4 and 5."""
     cfg = datm_cfg.model_copy(update={"distill": datm_cfg.distill.model_copy(update={"engine": engine})})
     whole = _run(cfg, tmp_path / "whole", experts_dir, digits_data)
-
-    real = dmod.meta_loss
-    # killed at mid-iteration 5, after the checkpoint at 4
-    monkeypatch.setattr(dmod, "meta_loss", dies_on_call(6, real))
-    with pytest.raises(KeyboardInterrupt):
-        _run(cfg, tmp_path / "cut", experts_dir, digits_data)
+    calls, resume = _cut_at_iteration_5(cfg, tmp_path / "cut", experts_dir, digits_data, monkeypatch)
     assert not (tmp_path / "cut" / "distilled").exists()
-    monkeypatch.setattr(dmod, "meta_loss", real)
-    resumed = _run(cfg, tmp_path / "cut", experts_dir, digits_data)
-
+    resumed = resume()
+    assert len(calls) == 2
     _same_run(whole, resumed, tmp_path / "whole", tmp_path / "cut")
 
 
@@ -270,8 +267,8 @@ def _same_run(whole, resumed, whole_dir, cut_dir):
 
 
 def _cut_at_iteration_5(cfg, tmp_path, experts_dir, digits_data, monkeypatch):
-    """A run interrupted in iteration 5 (after the checkpoint at 4), then the number of iterations the
-    resumed run computes and its result."""
+    """Interrupt a run in iteration 5 (after the checkpoint at 4); return the list that counts the resumed
+    run's iterations and the function that resumes it."""
     real = dmod.meta_loss
     monkeypatch.setattr(dmod, "meta_loss", dies_on_call(6, real))
     with pytest.raises(KeyboardInterrupt):
@@ -279,14 +276,6 @@ def _cut_at_iteration_5(cfg, tmp_path, experts_dir, digits_data, monkeypatch):
     calls = []
     monkeypatch.setattr(dmod, "meta_loss", counting(real, calls))
     return calls, lambda: _run(cfg, tmp_path, experts_dir, digits_data)
-
-
-def test_resuming_does_only_the_remaining_work(tmp_path, datm_cfg, experts_dir, digits_data, monkeypatch):
-    """A run that ignored its checkpoint and started over would end with the same artifact (every draw
-    derives from (seed, iteration)); the resumed run computes only iterations 4 and 5."""
-    calls, resume = _cut_at_iteration_5(datm_cfg, tmp_path, experts_dir, digits_data, monkeypatch)
-    resume()
-    assert len(calls) == 2
 
 
 def test_resuming_continues_from_the_checkpoint_on_disk(
