@@ -192,15 +192,17 @@ CHOSEN_AT = "`chosen at`: the iteration whose set had the best validation accura
 
 
 def deltas(rows: list[dict], reference: str) -> list[str]:
-    """Each row's difference of the mean from the `reference` variant's, in points ('' for the reference)."""
+    """Each row's difference of the mean from the `reference` variant's, in points ('' for the reference).
+    A row is compared only with a reference as fresh or as stale as itself: a stale row beside a
+    recomputed reference would difference the work of two versions of the code."""
     ref = {
-        (r["dataset"], r["ipc"]): r["distilled"][0]
+        (r["dataset"], r["ipc"], bool(r.get("stale"))): r["distilled"][0]
         for r in rows
         if r["variant"] == reference and r["distilled"]
     }
     out = []
     for r in rows:
-        base = ref.get((r["dataset"], r["ipc"]))
+        base = ref.get((r["dataset"], r["ipc"], bool(r.get("stale"))))
         mine = r["distilled"]
         skip = base is None or mine is None or r["variant"] == reference
         out.append("" if skip else f"{100 * (mine[0] - base):+.2f}")

@@ -79,3 +79,13 @@ def test_rows_of_an_earlier_results_file_are_carried_marked_stale(tmp_path):
         ("fashion-mnist", "pad"),
     ]
     assert "carried from" in ablation.made_by_lines(ordered)[-1]
+
+
+def test_a_stale_row_is_not_differenced_against_a_recomputed_reference():
+    def row(variant, mean, stale=False):
+        return {"dataset": "d", "ipc": 10, "variant": variant, "distilled": [mean, 0.01], "stale": stale}
+
+    rows = [row("mtt", 0.90), row("init", 0.92), row("smooth", 0.95, stale=True)]
+    assert ablation.deltas(rows, "mtt") == ["", "+2.00", ""]
+    rows.append(row("mtt", 0.80, stale=True))
+    assert ablation.deltas(rows, "mtt") == ["", "+2.00", "+15.00", ""]
