@@ -13,8 +13,8 @@ import argparse
 import functools
 import json
 import shutil
-import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from distillset.data.prepared import PreparedData, prepare
 from distillset.distill import open_experts, run_distillation
 from distillset.evaluate import evaluate
 from distillset.experts.train import train_experts
-from distillset.provenance import describe, made_by_other_code, provenance
+from distillset.provenance import _git, describe, made_by_other_code, provenance
 from distillset.utils import read_json, resolve_device, write_json, write_text
 
 
@@ -195,14 +195,14 @@ def deltas(rows: list[dict], reference: str) -> list[str]:
     """Each row's difference of the mean from the `reference` variant's, in points ('' for the reference).
     A row is compared only with a reference as fresh or as stale as itself: a stale row beside a
     recomputed reference would difference the work of two versions of the code."""
-    ref = {
-        (r["dataset"], r["ipc"], bool(r.get("stale"))): r["distilled"][0]
-        for r in rows
-        if r["variant"] == reference and r["distilled"]
-    }
+
+    def key(r: dict) -> tuple:
+        return r["dataset"], r["ipc"], bool(r.get("stale"))
+
+    ref = {key(r): r["distilled"][0] for r in rows if r["variant"] == reference and r["distilled"]}
     out = []
     for r in rows:
-        base = ref.get((r["dataset"], r["ipc"], bool(r.get("stale"))))
+        base = ref.get(key(r))
         mine = r["distilled"]
         skip = base is None or mine is None or r["variant"] == reference
         out.append("" if skip else f"{100 * (mine[0] - base):+.2f}")
@@ -217,10 +217,12 @@ def made_by_lines(rows: list[dict]) -> list[str]:
     """Which command, commit and date produced the table and each of its rows, and which rows are stale."""
     me = current()
     lines = [f"Produced by `{me['command']}` at {describe(me)}."]
-    fresh = [r["made_by"] for r in rows if not r.get("stale") and r.get("made_by")]
-    others = {(m["command"], describe(m)) for m in fresh if m["command"] != me["command"]}
-    for command, made in sorted(others):
-        n = sum(1 for m in fresh if m["command"] == command)
+    others = Counter(
+        (m["command"], describe(m))
+        for m in (r.get("made_by") for r in rows if not r.get("stale"))
+        if m and m["command"] != me["command"]
+    )
+    for (command, made), n in sorted(others.items()):
         lines.append(f"{n} of the rows were computed by `{command}` at {made}.")
     stale = [r for r in rows if r.get("stale")]
     if stale:
@@ -248,10 +250,9 @@ def carried_rows(path: Path, computed: list[dict], old: dict | list) -> list[dic
     marked stale when made by other library code."""
     rows = old["rows"] if isinstance(old, dict) else old
     done = {(r["dataset"], r["variant"], r["ipc"]) for r in computed}
-    log = subprocess.run(
-        ["git", "log", "-1", "--format=%H %cI", "--", path.resolve().as_posix()],
-        cwd=path.resolve().parent, capture_output=True, text=True,
-    ).stdout.split()  # fmt: skip
+    log = (
+        _git("log", "-1", "--format=%H %cI", "--", path.resolve().as_posix(), cwd=path.resolve().parent) or ""
+    ).split()
     committed = {"commit": log[0], "date": log[1], "code": None} if log else {"commit": None, "code": None}
     out = []
     for r in rows:

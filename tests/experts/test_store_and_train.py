@@ -1,12 +1,15 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
 import distillset.experts.train as train_mod
 from distillset.config import load_config
+from distillset.data.prepared import prepare
+from distillset.distill import open_experts
 from distillset.errors import StoreError
-from distillset.experts.store import TrajectoryStore
+from distillset.experts.store import TrajectoryStore, first_difference
 from distillset.experts.train import build_expert_model, train_experts
 from distillset.models import ParamLayout, flat_params
 from tests.conftest import TINY, counting, dies_on_call, sigkilled_at
@@ -133,9 +136,6 @@ def test_store_made_for_other_data_is_refused_by_training_and_by_distillation(
 ):
     """Experts trained on differently prepared data are refused, with the difference named, both when
     more experts are trained into the store and when distillation opens it."""
-    from distillset.data.prepared import prepare
-    from distillset.distill import open_experts
-
     train_experts(tiny_cfg, tmp_path, digits_data, progress=False)
     other = load_config("random-digits", [*TINY, override])
     data = prepare(other.data, torch.device("cpu"))
@@ -162,8 +162,6 @@ def test_missing_or_corrupt_store(tmp_path):
 
 
 def test_identity_tolerates_last_bit_differences_in_fitted_statistics():
-    from distillset.experts.store import first_difference
-
     a = {"data": {"preprocessing": {"mean": [0.30530558708462185], "std": [0.4]}}, "lr": 0.01}
     b = {"data": {"preprocessing": {"mean": [0.3053055870846244], "std": [0.4]}}, "lr": 0.01}
     assert first_difference(a, b) is None
@@ -175,11 +173,6 @@ def test_identity_tolerates_last_bit_differences_in_fitted_statistics():
 def test_store_made_for_another_dataset_of_the_same_shape_is_refused(tiny_cfg, digits_data, tmp_path):
     """Another dataset with the same image shape and classes (so the same network and parameter layout):
     its experts are not digits experts."""
-    import numpy as np
-
-    from distillset.data.prepared import prepare
-    from distillset.distill import open_experts
-
     train_experts(tiny_cfg, tmp_path / "experts", digits_data, progress=False)
     rng = np.random.default_rng(0)
     path = tmp_path / "other.npz"
