@@ -1,4 +1,4 @@
-"""The `distillset` command: presets, experts, scores, distill, run, baseline, evaluate, demo, bench.
+"""The `distillset` command: presets, experts, scores, distill, run, baseline, evaluate, demo.
 
 Bad input (an unknown key, a missing data file, a store made for another setting) prints one line
 naming the cause and the fix, and exits with status 2.
@@ -212,6 +212,45 @@ def baseline_random(items: tuple[str, ...], ipc: int, out: str) -> None:
     click.echo(f"random-real artifact (IPC {ipc}, {data.dataset.name}) written to {path}")
 
 
+def _coreset_baseline(method: str, items: tuple[str, ...], ipc: int, out: str) -> None:
+    from .baseline import coreset_subset, features_description
+    from .data.prepared import prepare
+
+    _, cfg = _resolve(items, [f"data.ipc={ipc}"])
+    data = prepare(cfg.data, resolve_device(cfg.device))
+    path = coreset_subset(cfg, data, method).save(out)
+    click.echo(
+        f"{method} artifact (IPC {ipc}, {data.dataset.name}; features: {features_description(cfg)}) "
+        f"written to {path}"
+    )
+
+
+@baseline.command("herding", context_settings={"ignore_unknown_options": True})
+@click.argument("items", nargs=-1)
+@click.option("--ipc", type=int, required=True, help="Images per class.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Artifact directory to write.")
+def baseline_herding(items: tuple[str, ...], ipc: int, out: str) -> None:
+    """Herding coreset: distillset baseline herding --ipc K --out DIR [PRESET] [key=value ...].
+
+    Per class, greedily add the real image that brings the running mean of the selection closest to the
+    class mean; the features are those of one `model` trained `eval.full_data_epochs` epochs on all data.
+    """
+    _coreset_baseline("herding", items, ipc, out)
+
+
+@baseline.command("kcenter", context_settings={"ignore_unknown_options": True})
+@click.argument("items", nargs=-1)
+@click.option("--ipc", type=int, required=True, help="Images per class.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Artifact directory to write.")
+def baseline_kcenter(items: tuple[str, ...], ipc: int, out: str) -> None:
+    """K-center coreset: distillset baseline kcenter --ipc K --out DIR [PRESET] [key=value ...].
+
+    Per class, start from the image nearest the class mean, then greedily add the image farthest from
+    its nearest selected image; the features are those of `baseline herding`.
+    """
+    _coreset_baseline("kcenter", items, ipc, out)
+
+
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("artifact", type=click.Path())
 @click.argument("overrides", nargs=-1)
@@ -262,15 +301,6 @@ def demo(out: str, quick: bool) -> None:
     t0 = time.perf_counter()
     run_demo(Path(out), quick=quick, echo=click.echo)
     click.echo(f"done in {time.perf_counter() - t0:.0f} s; outputs in {Path(out).resolve()}")
-
-
-def _add_bench() -> None:
-    from .bench import bench
-
-    cli.add_command(bench)
-
-
-_add_bench()
 
 
 def main(argv: list[str] | None = None) -> None:

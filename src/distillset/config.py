@@ -20,6 +20,15 @@ from .errors import ConfigError
 from .models import list_models
 
 
+def only_if(switch: str) -> dict:
+    """Field metadata: the key changes a result only when the section's `switch` is away from its default
+    (GSAM's radius with optimizer=sgd changes nothing); see identity.py."""
+    return {"only_if": switch}
+
+
+NO_RESULT = {"result": False}  # field metadata: the key never changes a result (see identity.py)
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -64,7 +73,7 @@ class ModelConfig(Section):
 
 
 class ExpertsConfig(Section):
-    num_experts: int = Field(5, ge=1)
+    num_experts: int = Field(5, ge=1, json_schema_extra=NO_RESULT)
     train_epochs: int = Field(20, ge=1)
     lr_teacher: float = Field(0.01, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -72,26 +81,42 @@ class ExpertsConfig(Section):
     batch_train: int = Field(256, ge=1)
     dsa: bool = True
     dtype: Literal["float32", "bfloat16"] = "float32"  # storage dtype of the snapshots
-    checkpoint_every: int = Field(1, ge=1)  # epochs between resumable checkpoints of the expert in training
+    checkpoint_every: int = Field(1, ge=1, json_schema_extra=NO_RESULT)  # epochs between checkpoints
     optimizer: Literal["sgd", "gsam"] = "sgd"  # gsam: FTD/DATM's experts (sharpness-aware)
-    rho: float = Field(0.01, ge=0)  # GSAM's perturbation radius
-    gsam_alpha: float = Field(0.3, ge=0)  # GSAM's weight on the gradient orthogonal to the perturbed one
+    rho: float = Field(0.01, ge=0, json_schema_extra=only_if("optimizer"))  # GSAM's perturbation radius
+    gsam_alpha: float = Field(
+        0.3, ge=0, json_schema_extra=only_if("optimizer")
+    )  # GSAM's weight on the gradient orthogonal to the perturbed one
     # PAD's data selection: train on a curriculum of each class's easy-to-hard order (see experts/curriculum)
     curriculum: bool = False
-    difficulty: Literal["el2n", "grand", "forgetting", "entropy", "least_confidence", "margin"] = "el2n"
-    init_ratio: float = Field(0.75, gt=0, le=1)  # epoch 0 trains on the easiest init_ratio of each class
-    add_end_epoch: int = Field(20, ge=1)  # ... growing linearly to all of it at this epoch
-    rm_epoch_first: int = Field(40, ge=0)  # after this epoch, drop the easiest rm_easy_ratio_first
-    rm_epoch_second: int = Field(60, ge=0)  # after this epoch, drop the easiest rm_easy_ratio_second
-    rm_easy_ratio_first: float = Field(0.1, ge=0, lt=1)
-    rm_easy_ratio_second: float = Field(0.2, ge=0, lt=1)
+    difficulty: Literal["el2n", "grand", "forgetting", "entropy", "least_confidence", "margin"] = Field(
+        "el2n", json_schema_extra=only_if("curriculum")
+    )
+    init_ratio: float = Field(
+        0.75, gt=0, le=1, json_schema_extra=only_if("curriculum")
+    )  # epoch 0 trains on the easiest init_ratio of each class
+    add_end_epoch: int = Field(
+        20, ge=1, json_schema_extra=only_if("curriculum")
+    )  # ... growing linearly to all of it at this epoch
+    rm_epoch_first: int = Field(
+        40, ge=0, json_schema_extra=only_if("curriculum")
+    )  # after this epoch, drop the easiest rm_easy_ratio_first
+    rm_epoch_second: int = Field(
+        60, ge=0, json_schema_extra=only_if("curriculum")
+    )  # after this epoch, drop the easiest rm_easy_ratio_second
+    rm_easy_ratio_first: float = Field(0.1, ge=0, lt=1, json_schema_extra=only_if("curriculum"))
+    rm_easy_ratio_second: float = Field(0.2, ge=0, lt=1, json_schema_extra=only_if("curriculum"))
     # AST's smooth experts (see experts/smooth): the clipping loss, the input-gradient penalty, a step decay
     clip_loss: bool = False  # scale the cross-entropy by c_e = 0.5 + 0.5 e / E over the first E epochs
-    clip_fraction: float = Field(0.2, gt=0, le=1)  # E = max(1, round(fraction * epochs)); AST 10/50
+    clip_fraction: float = Field(
+        0.2, gt=0, le=1, json_schema_extra=only_if("clip_loss")
+    )  # E = max(1, round(fraction * epochs)); AST 10/50
     grad_penalty: float = Field(0.0, ge=0)  # lambda of the input-gradient penalty (AST: 2)
-    grad_penalty_norm: Literal["channel", "image"] = "channel"  # ||d(sum_k f_k)/dx|| per pixel or per image
+    grad_penalty_norm: Literal["channel", "image"] = Field(
+        "channel", json_schema_extra=only_if("grad_penalty")
+    )  # ||d(sum_k f_k)/dx|| per pixel or per image
     lr_decay: float = Field(1.0, gt=0, le=1)  # lr x lr_decay from epoch int(lr_decay_at * train_epochs) on
-    lr_decay_at: float = Field(0.5, gt=0, lt=1)
+    lr_decay_at: float = Field(0.5, gt=0, lt=1, json_schema_extra=only_if("lr_decay"))
 
     @model_validator(mode="after")
     def _curriculum_order(self) -> ExpertsConfig:
@@ -136,10 +161,20 @@ class EvalConfig(Section):
     full_data: bool = False  # also train on all of the training data, as a reference
     full_data_epochs: int = Field(30, ge=1)
     authors_statistic: bool = False  # also report the max test accuracy over checkpoints (as the authors do)
+    # further baselines beside the random one, each a coreset of real images chosen in a trained network's
+    # feature space (see baseline.py): herding (DC's tables) and k-center (greedy farthest point)
+    baselines: list[Literal["herding", "kcenter"]] = Field(default_factory=list)
 
     @field_validator("models", mode="before")
     @classmethod
     def _split_models(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [m.strip() for m in v.split(",") if m.strip()]
+        return v
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _split_baselines(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [m.strip() for m in v.split(",") if m.strip()]
         return v
@@ -152,10 +187,19 @@ class EvalConfig(Section):
         return [_known_model(m) for m in v]
 
 
-class DistillConfig(Section):
-    """Trajectory matching (MTT/DATM): the authors' key names; defaults are MTT's."""
+DC_ONLY = only_if("objective")  # gradient and distribution matching's keys: not for trajectory matching
 
-    iterations: int = Field(5000, ge=0)
+
+class DistillConfig(Section):
+    """The distillation loop and its objective: the authors' key names; defaults are MTT's.
+
+    Keys marked `result=False` do not change what an iteration computes (a run may extend them); every
+    other key enters the checkpoint's identity (see identity.py).
+    """
+
+    # trajectory (MTT, DATM, PAD, AST), gradient (DC, DSA) or distribution (DM): see objectives/
+    objective: Literal["trajectory", "gradient", "distribution"] = "trajectory"
+    iterations: int = Field(5000, ge=0, json_schema_extra=NO_RESULT)
     syn_steps: int = Field(20, ge=0)  # N, inner steps of the student per iteration
     expert_epochs: int = Field(2, ge=1)  # M, the target is the snapshot M epochs after the start
     min_start_epoch: int = Field(0, ge=0)
@@ -174,15 +218,16 @@ class DistillConfig(Section):
     inner_momentum: float = Field(0.0, ge=0, lt=1)  # heavy-ball momentum of the student (AST: 0.9)
     dsa: bool = True  # DSA on every inner step
     engine: Literal["unroll", "tesla", "adjoint"] = "adjoint"
-    # random real images, ones expert 0 classifies correctly (DATM), or k-means representatives (AST)
-    init: Literal["real", "correct", "representative"] = "real"
+    # random real images, ones expert 0 classifies correctly (DATM), k-means representatives (AST), or
+    # N(0, 1) noise (DC)
+    init: Literal["real", "correct", "representative", "noise"] = "real"
     soft_label: bool = False  # learn label logits initialised from the experts (DATM)
     threshold: float | None = Field(None, gt=0)  # skip the update when the loss exceeds this (DATM: 1.0)
     max_experts: int | None = Field(None, ge=1)  # use only the first experts of the store
-    eval_every: int = Field(100, ge=1)  # iterations between validation checks of the synthetic set
+    eval_every: int = Field(100, ge=1, json_schema_extra=NO_RESULT)  # iterations between validation checks
     eval_runs: int = Field(1, ge=1)  # fresh networks per validation check
     eval_epochs: int = Field(100, ge=1)  # epochs per validation network (the eval section's recipe)
-    checkpoint_every: int = Field(20, ge=1)  # iterations between resumable checkpoints
+    checkpoint_every: int = Field(20, ge=1, json_schema_extra=NO_RESULT)  # between resumable checkpoints
     # PAD's parameter selection: match only the deep parameters (see objectives/trajectory)
     depth_ratio: float = Field(0.0, ge=0, lt=1)  # drop the leading fraction of the flat parameter vector
     mask: Literal["flat", "layers"] = "flat"  # flat: cut at int(depth_ratio * P); layers: whole layers only
@@ -190,8 +235,41 @@ class DistillConfig(Section):
     # AST's alignment of student and expert (see inner/alignment)
     balance_loss: bool = False  # weight the inner loss by the log-5 factor of the start epoch
     intermediate: bool = False  # also match theta_{k_i} to the expert's epoch t + i, k_i = (N // M) * i
-    intermediate_beta: Literal["constant", "adaptive"] = "constant"  # beta_i = 1, or i / M
+    intermediate_beta: Literal["constant", "adaptive"] = Field(  # beta_i = 1, or i / M
+        "constant", json_schema_extra=only_if("intermediate")
+    )
     perturb_alpha: float = Field(0.0, ge=0)  # W + alpha (d * W) on the start point's conv weights (AST: 1)
+    # Gradient matching (DC, DSA) and distribution matching (DM): see objectives/gradient, distribution
+    outer_loop: int | None = Field(
+        None, ge=1, json_schema_extra=DC_ONLY
+    )  # DC: matching rounds per iteration; None: by IPC (§7)
+    inner_loop: int | None = Field(
+        None, ge=0, json_schema_extra=DC_ONLY
+    )  # DC: epochs of network training on S between rounds
+    dis_metric: Literal["ours", "mse", "cos"] = Field(
+        "ours", json_schema_extra=DC_ONLY
+    )  # DC's gradient distance
+    batch_real: int = Field(
+        256, ge=1, json_schema_extra=DC_ONLY
+    )  # real images per class in each matching term
+    lr_net: float = Field(
+        0.01, gt=0, json_schema_extra=DC_ONLY
+    )  # DC: SGD lr of the network trained on S between rounds
+    batch_train: int = Field(256, ge=1, json_schema_extra=DC_ONLY)  # DC: batch of that training
+    # PAD's data selection on the real pool of DC/DSA/DM: drop each class's easiest or hardest fraction
+    # by a difficulty score (computed and cached as for PAD's experts, the scores section's recipe)
+    drop_easy: float = Field(0.0, ge=0, lt=1)
+    drop_hard: float = Field(0.0, ge=0, lt=1)
+    difficulty: Literal["el2n", "grand", "forgetting", "entropy", "least_confidence", "margin"] = "el2n"
+
+    @model_validator(mode="after")
+    def _pool_left(self) -> DistillConfig:
+        if self.drop_easy + self.drop_hard >= 1:
+            raise ValueError(
+                "drop_easy + drop_hard must leave part of each class "
+                f"(got {self.drop_easy} + {self.drop_hard})"
+            )
+        return self
 
 
 class Config(Section):

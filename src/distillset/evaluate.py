@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .baseline import coreset_features, coreset_indices
 from .config import Config, DataConfig, EvalConfig
 from .data.augment import DSA
 from .data.prepared import PreparedData, prepare
@@ -150,7 +151,9 @@ def evaluate(
     progress: bool = True,
     artifact_path: str | Path | None = None,
 ) -> dict:
-    """Evaluate an artifact on every architecture in `cfg.eval.models`, with the random-real baseline.
+    """Evaluate an artifact on every architecture in `cfg.eval.models`, with the random-real baseline
+    and the coreset baselines named in `cfg.eval.baselines` (herding, k-center: one fixed subset each, chosen
+    in the features of one network trained on the full training set, see baseline.py).
 
     Returns the command-line contract's JSON object (accuracies as fractions in [0, 1]).
     """
@@ -164,9 +167,18 @@ def evaluate(
     base_lr = ecfg.lr or ecfg.default_lr
     x_syn, y_syn = art.images.to(device), art.targets.to(device)
 
+    coresets = list(dict.fromkeys(ecfg.baselines))
+    coreset_idx: dict[str, Tensor] = {}
+    if coresets:
+        feats = coreset_features(cfg, data)  # once, shared by every coreset baseline
+        for method in coresets:
+            idx = coreset_indices(method, feats, data.train_y, ipc, data.num_classes)
+            coreset_idx[method] = idx.to(device)
+
     jobs = len(ecfg.models) * ecfg.runs * (2 if ecfg.baseline else 1) + (
         len(ecfg.models) if ecfg.full_data else 0
     )
+    jobs += len(ecfg.models) * ecfg.runs * len(coresets)
     report: dict = {
         "artifact": str(artifact_path) if artifact_path else None,
         "ipc": ipc,
@@ -177,9 +189,12 @@ def evaluate(
         report["random_baseline"] = {}
     if ecfg.full_data:
         report["full_data"] = {}
+    if coresets:
+        report["baselines"] = {method: {} for method in coresets}
     with tqdm(total=jobs, desc="evaluate", unit="net", disable=not progress) as bar:
         for name in ecfg.models:
             rows, base_rows = [], []
+            coreset_rows: dict[str, list[dict]] = {method: [] for method in coresets}
             for r in range(ecfg.runs):
                 model = _fresh_model(cfg, name, data, ("eval", name, r))
                 rows.append(
@@ -208,10 +223,28 @@ def evaluate(
                         )
                     )
                     bar.update(1)
+                for method, idx in coreset_idx.items():
+                    model = _fresh_model(cfg, name, data, ("eval", name, r))
+                    coreset_rows[method].append(
+                        train_and_test(
+                            model,
+                            data.train_x[idx],
+                            data.train_y[idx],
+                            data,
+                            ecfg,
+                            base_lr,
+                            ecfg.epochs,
+                            (f"baseline-{method}", name, r),
+                            cfg.seed,
+                        )
+                    )
+                    bar.update(1)
                 bar.set_postfix(model=name, run=r)
             report["results"][name] = _summary(rows)
             if ecfg.baseline:
                 report["random_baseline"][name] = _summary(base_rows)
+            for method, method_rows in coreset_rows.items():
+                report["baselines"][method][name] = _summary(method_rows)
             if ecfg.full_data:
                 model = _fresh_model(cfg, name, data, ("full", name))
                 full = train_and_test(
@@ -235,11 +268,16 @@ def evaluate(
     return report
 
 
+CORESET_COLUMNS = {"herding": "herding (fixed subset)", "kcenter": "k-center (fixed subset)"}
+
+
 def format_report(report: dict) -> str:
     """A plain-text table: accuracy (%) mean +- std per architecture, beside the random baseline."""
     cols = ["model", f"{report.get('method') or 'distilled'} (IPC {report['ipc']})"]
     if "random_baseline" in report:
         cols.append("random real (a fresh subset per run)")
+    extra = list(report.get("baselines", {}))
+    cols += [CORESET_COLUMNS.get(method, f"{method} (fixed subset)") for method in extra]
     if "full_data" in report:
         cols.append("full data")
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
@@ -251,6 +289,7 @@ def format_report(report: dict) -> str:
         row = [name, cell(res)]
         if "random_baseline" in report:
             row.append(cell(report["random_baseline"][name]))
+        row += [cell(report["baselines"][method][name]) for method in extra]
         if "full_data" in report:
             row.append(f"{100 * report['full_data'][name]['mean']:.2f}")
         lines.append(" | ".join(row))

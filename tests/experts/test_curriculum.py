@@ -8,6 +8,7 @@ import torch
 from distillset.config import ExpertsConfig
 from distillset.errors import ConfigError
 from distillset.experts.curriculum import Curriculum, kept_range
+from distillset.identity import mismatch
 
 README = ExpertsConfig(curriculum=True)  # 0.75 / 20 / 40 / 60 / 0.1 / 0.2
 
@@ -117,9 +118,15 @@ def test_curriculum_experts_train_on_the_schedule_and_record_it(tmp_path, digits
     assert len(list((tmp_path / "scores").glob("scores-*.safetensors"))) == 1
     assert store.identity["experts"]["curriculum"] and store.identity["scores"]["num_models"] == 1
 
-    # Plain experts keep the identity they had before the curriculum existed.
+    # Plain experts do not depend on the scores, and a store written before the curriculum's keys existed
+    # (its identity lacks them) still matches plain experts, but not curriculum experts.
     plain = load_config("pad-digits", [*TINY, "experts.curriculum=false"])
     plain_identity = train_mod.store_identity(
         plain, digits_data, train_mod.build_expert_model(plain, digits_data, ())
     )
-    assert "scores" not in plain_identity and "curriculum" not in plain_identity["experts"]
+    assert "scores" not in plain_identity and "add_end_epoch" not in plain_identity["experts"]
+    older = {**plain_identity, "experts": dict(plain_identity["experts"])}
+    for key in ("curriculum", "difficulty", "init_ratio", "add_end_epoch", "rm_epoch_first"):
+        older["experts"].pop(key, None)
+    assert mismatch(older, plain_identity) is None
+    assert mismatch(older, {**plain_identity, "experts": store.identity["experts"]}).startswith("experts.")

@@ -7,6 +7,7 @@ import torch
 from distillset.config import load_config
 from distillset.experts.optim import GSAM
 from distillset.experts.train import build_expert_model, store_identity, train_experts
+from distillset.identity import mismatch
 from tests.conftest import TINY
 
 
@@ -62,5 +63,11 @@ def test_gsam_experts_train_and_record_their_optimizer(tmp_path, digits_data):
     b = train_experts(gsam, tmp_path / "gsam", digits_data, progress=False).load(0)
     assert torch.equal(a[0], b[0]) and not torch.equal(a[-1], b[-1])  # same start, other path
     probe = build_expert_model(cfg, digits_data, ("expert", 0, "init"))
-    assert "optimizer" not in store_identity(cfg, digits_data, probe)["experts"]  # old stores still match
-    assert store_identity(gsam, digits_data, probe)["experts"]["optimizer"] == "gsam"
+    sgd_identity = store_identity(cfg, digits_data, probe)
+    assert "rho" not in sgd_identity["experts"]  # GSAM's knobs do not change SGD experts
+    plain_keys = {k: v for k, v in sgd_identity["experts"].items() if k != "optimizer"}
+    older = {**sgd_identity, "experts": plain_keys}
+    assert mismatch(older, sgd_identity) is None  # stores older than GSAM still match
+    gsam_identity = store_identity(gsam, digits_data, probe)
+    assert gsam_identity["experts"]["optimizer"] == "gsam" and "rho" in gsam_identity["experts"]
+    assert mismatch(older, gsam_identity) is not None

@@ -10,6 +10,7 @@ from distillset.config import ExpertsConfig, load_config
 from distillset.experts.optim import GSAM
 from distillset.experts.smooth import clip_factor, clipped_epochs, input_gradient_penalty, lr_at
 from distillset.experts.train import build_expert_model, store_identity, train_experts
+from distillset.identity import mismatch
 from distillset.training import classification_loss, train_epoch
 from tests.conftest import TINY, dies_on_call
 
@@ -243,7 +244,8 @@ def test_smooth_experts_record_their_lr_and_have_their_own_identity(tmp_path, di
 
     probe = build_expert_model(plain, digits_data, ("expert", 0, "init"))
     plain_id = store_identity(plain, digits_data, probe)
-    assert not set(NEW_KEYS) & set(plain_id["experts"])  # stores made before these keys stay valid
+    older = {**plain_id, "experts": {k: v for k, v in plain_id["experts"].items() if k not in NEW_KEYS}}
+    assert mismatch(older, plain_id) is None  # stores made before these keys stay valid
     smooth_id = store_identity(smooth, digits_data, probe)
     assert smooth_id != plain_id
     assert {k: smooth_id["experts"][k] for k in NEW_KEYS} == {
@@ -256,7 +258,11 @@ def test_smooth_experts_record_their_lr_and_have_their_own_identity(tmp_path, di
     }
     only_decay = load_config("random-digits", [*TINY, "experts.lr_decay=0.5"])
     keys = set(store_identity(only_decay, digits_data, probe)["experts"])
-    assert {"lr_decay", "lr_decay_at"} <= keys and not {"clip_loss", "grad_penalty"} & keys
+    assert {"lr_decay", "lr_decay_at"} <= keys and not {"clip_fraction", "grad_penalty_norm"} & keys
+    assert (
+        mismatch(older, store_identity(only_decay, digits_data, probe))
+        == "experts.lr_decay (1.0 there, 0.5 now)"
+    )
 
 
 def test_interrupted_smooth_expert_resumes_to_the_same_trajectory(tmp_path, digits_data, monkeypatch):

@@ -46,11 +46,11 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..data.augment import DSA
 from ..data.prepared import PreparedData
+from ..identity import mismatch, settings
 from ..models import ParamLayout
 from ..networks import seeded_model
 from ..training import train_epoch
 from ..utils import atomic_write, generator
-from .store import first_difference
 
 FORMAT = "distillset.scores/1"
 KINDS = ("el2n", "grand", "forgetting", "entropy", "least_confidence", "margin")
@@ -188,7 +188,7 @@ def scores_identity(cfg: Config, data: PreparedData) -> dict:
         "data": data.fingerprint(),
         "model": probe.spec,
         "layout": ParamLayout.from_model(probe).fingerprint(),
-        "scores": cfg.scores.model_dump(),
+        "scores": settings(cfg.scores),
         "seed": cfg.seed,
         "dsa_strategy": data.dsa_strategy if cfg.scores.dsa else None,
     }
@@ -225,7 +225,7 @@ def _read(path: Path, identity: dict, labels: Tensor) -> tuple[dict[str, Tensor]
         reason = f"it is unreadable ({e})"
     else:
         finished = meta.get("finished")
-        diff = first_difference(meta.get("identity"), identity) if meta.get("format") == FORMAT else "format"
+        diff = mismatch(meta.get("identity"), identity) if meta.get("format") == FORMAT else "format"
         stored = tensors.get("labels")
         if diff:
             reason = f"it was made with another setting: {diff}"

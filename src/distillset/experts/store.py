@@ -11,7 +11,6 @@ One expert per shard: a finished expert is never rewritten, and resuming is a ma
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -20,32 +19,11 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
 from ..errors import StoreError
+from ..identity import first_difference, mismatch  # noqa: F401  (first_difference: re-exported)
 from ..utils import atomic_write, read_json, write_json
 
 FORMAT = "distillset.experts/1"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def _same(a: object, b: object) -> bool:
-    """Equality, except that floats agree to 1e-6 relative: statistics fitted on the same data (the
-    mean and std in the preprocessing) differ in their last bits between thread counts and machines."""
-    if isinstance(a, float) and isinstance(b, float | int) and not isinstance(b, bool):
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
-    if isinstance(b, float) and isinstance(a, int) and not isinstance(a, bool):
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
-def first_difference(a: object, b: object, path: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b), key=str):
-            d = first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
-            if d:
-                return d
-        return None
-    return None if _same(a, b) else f"{path} ({a!r} there, {b!r} now)"
 
 
 class TrajectoryStore:
@@ -90,8 +68,7 @@ class TrajectoryStore:
         if not (root / "manifest.json").exists():
             return None
         store = cls(root)
-        # Compared as stored: tuples become lists.
-        diff = first_difference(store.manifest["identity"], json.loads(json.dumps(identity)))
+        diff = mismatch(store.manifest["identity"], identity)
         if diff:
             raise StoreError(
                 f"the experts in {root} were made with another setting: {diff}; use "

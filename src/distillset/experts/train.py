@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..config import Config, ExpertsConfig
 from ..data.augment import DSA
 from ..data.prepared import PreparedData, prepare
+from ..identity import settings
 from ..models import ParamLayout, flat_params, load_flat_
 from ..networks import seeded_model
 from ..training import accuracy, train_epoch
@@ -34,53 +35,18 @@ def build_expert_model(cfg: Config, data: PreparedData, seed_tags: tuple) -> tor
 
 
 def store_identity(cfg: Config, data: PreparedData, model: torch.nn.Module) -> dict:
-    """Everything that changes a trajectory. num_experts and checkpoint_every do not."""
-    hyper = cfg.experts.model_dump()
-    hyper.pop("num_experts")
-    hyper.pop("checkpoint_every")
-    if hyper["optimizer"] == "sgd":  # GSAM's knobs do not touch SGD experts (and older stores lack them)
-        for key in ("optimizer", "rho", "gsam_alpha"):
-            hyper.pop(key)
-    identity_extra = {}
-    if hyper["curriculum"]:  # the curriculum follows the difficulty scores, so their recipe counts too
-        identity_extra["scores"] = cfg.scores.model_dump()
-    else:  # the curriculum's knobs do not touch plain experts (and older stores lack them)
-        for key in CURRICULUM_KEYS:
-            hyper.pop(key)
-    # AST's smooth-expert knobs, each pair only when switched on (older stores lack them)
-    if not hyper["clip_loss"]:
-        for key in CLIP_KEYS:
-            hyper.pop(key)
-    if hyper["grad_penalty"] == 0:
-        for key in PENALTY_KEYS:
-            hyper.pop(key)
-    if hyper["lr_decay"] == 1.0:
-        for key in DECAY_KEYS:
-            hyper.pop(key)
+    """Everything that changes a trajectory: the experts section (see identity.py), the difficulty
+    scores' recipe when the curriculum follows them, the network, the data and the seed."""
+    extra = {"scores": settings(cfg.scores)} if cfg.experts.curriculum else {}
     return {
-        **identity_extra,
+        **extra,
         "model": model.spec,
         "layout": ParamLayout.from_model(model).fingerprint(),
         "data": data.fingerprint(),
         "dsa_strategy": data.dsa_strategy if cfg.experts.dsa else None,
-        "experts": hyper,
+        "experts": settings(cfg.experts),
         "seed": cfg.seed,
     }
-
-
-CURRICULUM_KEYS = (
-    "curriculum",
-    "difficulty",
-    "init_ratio",
-    "add_end_epoch",
-    "rm_epoch_first",
-    "rm_epoch_second",
-    "rm_easy_ratio_first",
-    "rm_easy_ratio_second",
-)
-CLIP_KEYS = ("clip_loss", "clip_fraction")
-PENALTY_KEYS = ("grad_penalty", "grad_penalty_norm")
-DECAY_KEYS = ("lr_decay", "lr_decay_at")
 
 
 def build_curriculum(

@@ -5,7 +5,7 @@ inner plan (mini-batches and DSA parameters), run `meta_loss` (the matching loss
 SGD steps of the student on the synthetic set) and call `.backward()` on it, which computes the
 meta-gradient into the synthetic images, the label logits (soft labels) and the learnable synthetic lr.
 
-Every (model, syn_steps, engine) is measured in a fresh subprocess (`python -m distillset.bench _measure`,
+Every (model, syn_steps, engine) is measured in a fresh subprocess (`python benchmarks/engine.py _measure`,
 one JSON line on stdout), so peaks do not mix: the child builds everything, runs one short warm-up
 iteration (one-time costs: allocator growth, oneDNN primitive caches), resets the peak, then times
 `iters` iterations. On the CPU the peak is the child's peak resident set (`ru_maxrss`, whose high-water
@@ -24,11 +24,12 @@ spoiled one, flags what stays spoiled, and `--resume` re-measures only the spoil
 large blocks, no trimming): with the default, every activation above 32 MB is a fresh mmap whose pages
 are faulted in again on every inner step.
 
-    distillset bench engine [--steps 10,20,40,80] [--engines unroll,tesla,adjoint] [--models big,small]
-                            [--iters auto|N] [--out benchmarks/results] [--device auto]
-                            [--labels hard|soft] [--allocator default|reuse] [--resume]
+    python benchmarks/engine.py [--steps 10,20,40,80] [--engines unroll,tesla,adjoint] [--models big,small]
+                                [--iters auto|N] [--out benchmarks/results] [--device auto]
+                                [--labels hard|soft] [--allocator default|reuse] [--resume]
 
-writes `engine.json` (machine, settings, every measurement) and `engine.md` (tables and ratios).
+writes `engine.json` (machine, settings, every measurement) and `engine.md` (tables and ratios). This
+module is the harness; `benchmarks/engine.py` is its command line (and the measurement child's entry).
 """
 
 from __future__ import annotations
@@ -43,13 +44,14 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .provenance import describe, made_by_other_code, provenance
+import distillset
+from distillset.provenance import describe, made_by_other_code, provenance
 
 ENGINE_NAMES = ("unroll", "tesla", "adjoint")
 DEFAULT_STEPS = (10, 20, 40, 80)
@@ -98,6 +100,10 @@ REUSE_MALLOC_ENV = {
 # --iters auto: time iterations until this many seconds have been measured, at most AUTO_MAX_ITERS.
 AUTO_MIN_SECONDS = 20.0
 AUTO_MAX_ITERS = 3
+
+# The command line, whose hidden `_measure` command runs one measurement in the child process: found
+# next to this file, so the children start the same way whatever the working directory.
+ENTRY_SCRIPT = Path(__file__).resolve().with_name("engine.py")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,11 +252,11 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
     """
     import torch
 
-    from .inner import Student, meta_loss, sample_plan
-    from .models import build_model
-    from .models.params import flat_params
-    from .objectives.trajectory import ParameterMatch
-    from .utils import resolve_device
+    from distillset.inner import Student, meta_loss, sample_plan
+    from distillset.models import build_model
+    from distillset.models.params import flat_params
+    from distillset.objectives.trajectory import ParameterMatch
+    from distillset.utils import resolve_device
 
     engine, steps = str(spec["engine"]), int(spec["syn_steps"])
     if engine not in ENGINE_NAMES:
@@ -381,13 +387,14 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_measurement(spec: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
-    """Run `measure(spec)` in a fresh `python -m distillset.bench _measure` process.
+    """Run `measure(spec)` in a fresh `python benchmarks/engine.py _measure` process.
 
     Returns its JSON, or {"timeout": seconds} / {"error": message} when the child ran too long or failed.
     """
-    cmd = [sys.executable, "-m", "distillset.bench", "_measure", "--spec", json.dumps(dict(spec))]
+    cmd = [sys.executable, str(ENTRY_SCRIPT), "_measure", "--spec", json.dumps(dict(spec))]
     env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1])
+    # The child imports the same distillset as this process (the checkout's src/ even when not installed).
+    src = str(Path(distillset.__file__).resolve().parents[1])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if spec.get("allocator", "default") == "reuse":
         env.update(REUSE_MALLOC_ENV)
@@ -474,7 +481,7 @@ def run_benchmark(
     """
     from tqdm.auto import tqdm
 
-    from .utils import resolve_device
+    from distillset.utils import resolve_device
 
     dev = str(resolve_device(device))
     results: dict[str, Any] = {
@@ -795,153 +802,3 @@ def save(results: Mapping[str, Any], out: str | Path) -> None:
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(out / "engine.json")
     (out / "engine.md").write_text(write_markdown(results))
-
-
-# ------------------------------------------------------------------------------------------------
-# the command line
-
-
-def _csv(value: str, choices: Iterable[str] | None = None) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if choices is not None:
-        choices = tuple(choices)
-        bad = [v for v in items if v not in choices]
-        if bad:
-            raise click.BadParameter(f"{', '.join(bad)} not among {', '.join(choices)}.")
-    if not items:
-        raise click.BadParameter("give at least one value.")
-    return items
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def bench() -> None:
-    """Benchmarks of the distillation machinery."""
-
-
-@bench.command()
-@click.option(
-    "--steps", default=",".join(map(str, DEFAULT_STEPS)), show_default=True, help="syn_steps values."
-)
-@click.option("--engines", default=",".join(ENGINE_NAMES), show_default=True)
-@click.option(
-    "--models",
-    default=",".join(MODELS),
-    show_default=True,
-    help="big: ConvNet-128-3 3x32x32; small: ConvNet-64-3 1x28x28.",
-)
-@click.option(
-    "--iters",
-    default="auto",
-    show_default=True,
-    help=f"timed iterations per cell; auto: until {AUTO_MIN_SECONDS:.0f} s, at most {AUTO_MAX_ITERS}.",
-)
-@click.option(
-    "--labels",
-    type=click.Choice(["hard", "soft"]),
-    default="hard",
-    show_default=True,
-    help="hard labels, or learnable label logits (DATM).",
-)
-@click.option("--out", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False))
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", default=2, show_default=True, help="torch threads on the CPU.")
-@click.option("--timeout", default=1800.0, show_default=True, help="seconds per measurement.")
-@click.option(
-    "--memory-fraction",
-    default=0.75,
-    show_default=True,
-    help="skip a cell whose extrapolated peak exceeds this fraction of the available memory.",
-)
-@click.option(
-    "--quiet-wait",
-    default=120.0,
-    show_default=True,
-    help="CPU: seconds to wait before each cell for other processes to quiet down (0: never).",
-)
-@click.option("--quiet-budget", default=900.0, show_default=True, help="CPU: most seconds of waiting in all.")
-@click.option("--retries", default=1, show_default=True, help="re-runs of a cell spoiled by other load.")
-@click.option(
-    "--allocator",
-    type=click.Choice(["default", "reuse"]),
-    default="default",
-    show_default=True,
-    help="CPU: glibc malloc as configured, or reuse (no mmap for large blocks, no trimming) in the children.",
-)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="keep the clean cells of OUT/engine.json (same settings) and measure only the others: missing, "
-    "failed, timed out or spoiled by other load.",
-)
-def engine(
-    steps: str,
-    engines: str,
-    models: str,
-    iters: str,
-    labels: str,
-    out: str,
-    device: str,
-    threads: int,
-    timeout: float,
-    memory_fraction: float,
-    quiet_wait: float,
-    quiet_budget: float,
-    retries: int,
-    allocator: str,
-    resume: bool,
-) -> None:
-    """Seconds and peak memory per outer iteration of the unroll, tesla and adjoint engines."""
-    try:
-        step_list = [int(s) for s in _csv(steps)]
-    except ValueError as e:
-        raise click.BadParameter(f"--steps takes integers: {steps!r}") from e
-    if iters != "auto" and not iters.isdigit():
-        raise click.BadParameter(f"--iters takes auto or a positive integer, got {iters!r}.")
-    results = run_benchmark(
-        _csv(models, MODELS),
-        step_list,
-        _csv(engines, ENGINE_NAMES),
-        iters,
-        device,
-        labels,
-        threads,
-        timeout,
-        memory_fraction,
-        quiet_wait=quiet_wait,
-        quiet_budget=quiet_budget,
-        retries=retries,
-        allocator=allocator,
-        previous=_load_previous(out) if resume else None,
-        on_result=lambda r: save(r, out),
-    )
-    save(results, out)
-    click.echo(write_markdown(results))
-    click.echo(f"wrote {Path(out) / 'engine.json'} and {Path(out) / 'engine.md'}")
-
-
-@bench.command("_measure", hidden=True)
-@click.option("--spec", required=True, help="the measurement as JSON (see distillset.bench.measure).")
-def _measure_cmd(spec: str) -> None:
-    """One measurement in this process; prints one JSON line."""
-    result = measure(json.loads(spec))
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-
-
-def _load_previous(out: str) -> dict[str, Any] | None:
-    path = Path(out) / "engine.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise click.UsageError(f"--resume: {path} is not valid JSON ({e}); leave out --resume.") from e
-
-
-def engine_main(argv: Sequence[str] | None = None) -> None:
-    """`distillset bench engine` as a plain script (benchmarks/engine.py)."""
-    engine.main(args=list(argv) if argv is not None else None, prog_name="engine.py")
-
-
-if __name__ == "__main__":
-    bench()
