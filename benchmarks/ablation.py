@@ -20,9 +20,7 @@ from pathlib import Path
 
 from distillset.config import Config
 from distillset.data.prepared import PreparedData, prepare
-from distillset.distill import open_experts, run_distillation
-from distillset.evaluate import evaluate
-from distillset.experts.train import train_experts
+from distillset.pipeline import experts_stage, run_pipeline
 from distillset.provenance import _git, describe, made_by_other_code, provenance
 from distillset.utils import read_json, resolve_device, write_json, write_text
 
@@ -74,24 +72,17 @@ def run_cell(
     if report_path.exists():
         return json.loads(report_path.read_text())
     t0 = time.perf_counter()
-    train_experts(cfg, experts, data, scores_dir=scores_dir)
-    t1 = time.perf_counter()
+    store = experts_stage(cfg, data, experts, scores_dir=scores_dir)
+    experts_s = round(time.perf_counter() - t0, 1)
     write_text(run / "config.yaml", cfg.to_yaml())
     try:
-        result = run_distillation(cfg, run, data, open_experts(cfg, data, experts))
+        done = run_pipeline(cfg, run, data, store=store, baseline=baseline)
     except FloatingPointError as e:  # a diverged setting is a result too: recorded, and the grid goes on
-        report = {"diverged": str(e), "seconds": {"experts": round(t1 - t0, 1)}, "provenance": current()}
+        report = {"diverged": str(e), "seconds": {"experts": experts_s}, "provenance": current()}
         write_json(report_path, report)
         return report
-    t2 = time.perf_counter()
-    if not baseline:
-        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"baseline": False})})
-    report = evaluate(result.artifact, cfg, data, artifact_path=run / "distilled")
-    report["seconds"] = {
-        "experts": round(t1 - t0, 1),
-        "distill": round(t2 - t1, 1),
-        "evaluate": round(time.perf_counter() - t2, 1),
-    }
+    report = done.report
+    report["seconds"] = {**done.seconds, "experts": experts_s}
     report["provenance"] = current()
     write_json(report_path, report)
     return report

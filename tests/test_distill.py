@@ -18,6 +18,8 @@ from tests.conftest import counting, dies_on_call, sigkilled_at
 from tests.spies import watched
 
 dmod = importlib.import_module("distillset.distill")
+tmod = importlib.import_module("distillset.objectives.trajectory.objective")
+AST_KEYS = ("balance_loss", "intermediate", "intermediate_beta", "perturb_alpha")
 
 TINY_DISTILL = [
     "model.width=8",
@@ -68,7 +70,7 @@ def test_window_schedule_matches_datm():
         ],
     ).distill
     # upper = min(max, current + int((max - current) * it / expansion_end)), as in DATM
-    assert [dmod.start_epoch_upper(cfg, it) for it in (0, 99, 100, 550, 999, 1000, 5000)] == [
+    assert [tmod.start_epoch_upper(cfg, it) for it in (0, 99, 100, 550, 999, 1000, 5000)] == [
         10,
         10,
         11,
@@ -78,23 +80,23 @@ def test_window_schedule_matches_datm():
         20,
     ]
     fixed = cfg.model_copy(update={"sequential_generation": False})
-    assert dmod.start_epoch_upper(fixed, 0) == 20
+    assert tmod.start_epoch_upper(fixed, 0) == 20
     gen = torch.Generator().manual_seed(0)
-    draws = {dmod.sample_start_epoch(cfg, 0, gen) for _ in range(400)}
+    draws = {tmod.sample_start_epoch(cfg, 0, gen) for _ in range(400)}
     assert draws == set(range(0, 10))  # [min, upper): upper excluded
 
 
 def test_schedule_is_checked_against_the_experts():
     cfg = load_config("mtt-digits", ["distill.max_start_epoch=30", "distill.expert_epochs=2"]).distill
     with pytest.raises(ConfigError, match="reach past the experts' 30 epochs"):
-        dmod.check_schedule(cfg, 30)
-    dmod.check_schedule(cfg.model_copy(update={"max_start_epoch": 29}), 30)  # t <= 28, t + 2 <= 30
+        tmod.check_schedule(cfg, 30)
+    tmod.check_schedule(cfg.model_copy(update={"max_start_epoch": 29}), 30)  # t <= 28, t + 2 <= 30
     with pytest.raises(ConfigError, match="min_start_epoch"):
-        dmod.check_schedule(cfg.model_copy(update={"min_start_epoch": 30}), 100)
+        tmod.check_schedule(cfg.model_copy(update={"min_start_epoch": 30}), 100)
 
 
 def test_expert_cycle_visits_every_expert_once_per_pass():
-    seen = [dmod.expert_for_iteration([0, 1, 2, 5], 0, it) for it in range(8)]
+    seen = [tmod.expert_for_iteration([0, 1, 2, 5], 0, it) for it in range(8)]
     assert sorted(seen[:4]) == [0, 1, 2, 5] and sorted(seen[4:]) == [0, 1, 2, 5]
 
 
@@ -152,7 +154,7 @@ def test_datm_run_writes_artifact_metrics_and_checkpoint(tmp_path, datm_cfg, exp
     assert its == list(range(6))
     assert [r["it"] for r in records if r.get("event") == "eval"] == [0, 3, 6]
     windows = [r["window"][1] for r in records if "event" not in r]
-    assert windows == [dmod.start_epoch_upper(datm_cfg.distill, it) for it in range(6)]
+    assert windows == [tmod.start_epoch_upper(datm_cfg.distill, it) for it in range(6)]
     final = DistilledSet.load(tmp_path / "distilled-final")
     assert not torch.equal(final.images, art.images) or result.best_iteration == 6
 
@@ -192,18 +194,18 @@ def test_the_set_with_the_best_validation_accuracy_is_kept(
     iteration 3 (not the first, not the last), and the last set is kept beside it."""
     scripted, seen = iter([0.5, 0.9, 0.7]), []
 
-    def validate(cfg, data, sset):
-        seen.append({k: v.detach().clone() for k, v in sset.items()})
+    def validate(cfg, data, view):
+        seen.append(view)
         return next(scripted)
 
-    monkeypatch.setattr(dmod, "_validate_set", validate)
+    monkeypatch.setattr(dmod, "validate_set", validate)
     result = _run(datm_cfg, tmp_path, experts_dir, digits_data)
     assert len(seen) == 3 and (result.best_iteration, result.best_val) == (3, 0.9)
-    assert torch.equal(result.artifact.images, seen[1]["images"])
-    assert torch.equal(result.artifact.label_logits, seen[1]["label_logits"])
-    assert result.artifact.lr == float(seen[1]["lr"])
-    assert torch.equal(result.final.images, seen[2]["images"])
-    assert not torch.equal(seen[1]["images"], seen[2]["images"])
+    assert torch.equal(result.artifact.images, seen[1].images)
+    assert torch.equal(result.artifact.label_logits, seen[1].label_logits)
+    assert result.artifact.lr == seen[1].lr
+    assert torch.equal(result.final.images, seen[2].images)
+    assert not torch.equal(seen[1].images, seen[2].images)
 
 
 def test_threshold_skips_updates(tmp_path, datm_cfg, experts_dir, digits_data):
@@ -220,7 +222,7 @@ def test_threshold_skips_updates(tmp_path, datm_cfg, experts_dir, digits_data):
 
 
 def test_a_run_of_skipped_updates_is_reported(tmp_path, datm_cfg, experts_dir, digits_data, monkeypatch):
-    monkeypatch.setattr(dmod, "SKIP_WARNING_AFTER", 3)
+    monkeypatch.setattr(tmod, "SKIP_WARNING_AFTER", 3)
     cfg = datm_cfg.model_copy(
         update={"distill": datm_cfg.distill.model_copy(update={"threshold": 1e-9, "iterations": 3})}
     )
@@ -269,12 +271,12 @@ def _same_run(whole, resumed, whole_dir, cut_dir):
 def _cut_at_iteration_5(cfg, tmp_path, experts_dir, digits_data, monkeypatch):
     """Interrupt a run in iteration 5 (after the checkpoint at 4); return the list that counts the resumed
     run's iterations and the function that resumes it."""
-    real = dmod.meta_loss
-    monkeypatch.setattr(dmod, "meta_loss", dies_on_call(6, real))
+    real = tmod.meta_loss
+    monkeypatch.setattr(tmod, "meta_loss", dies_on_call(6, real))
     with pytest.raises(KeyboardInterrupt):
         _run(cfg, tmp_path, experts_dir, digits_data)
     calls = []
-    monkeypatch.setattr(dmod, "meta_loss", counting(real, calls))
+    monkeypatch.setattr(tmod, "meta_loss", counting(real, calls))
     return calls, lambda: _run(cfg, tmp_path, experts_dir, digits_data)
 
 
@@ -310,13 +312,13 @@ def test_a_run_killed_by_sigkill_resumes_to_the_same_artifact(
         f"cfg = load_config('datm-digits', {TINY_DISTILL!r})\n"
         f"run_distillation(cfg, {str(cut)!r}, store=TrajectoryStore({str(experts_dir)!r}), progress=False)\n"
     )
-    sigkilled_at("distillset.distill:meta_loss", 6, body, tmp_path)
+    sigkilled_at("distillset.objectives.trajectory.objective:meta_loss", 6, body, tmp_path)
     assert (cut / "checkpoints" / ".lock").exists()  # nothing of ours ran after the kill
     assert dmod.read_checkpoint(cut / "checkpoints" / dmod.CHECKPOINT)[1]["next_it"] == 4
     with (cut / "metrics.jsonl").open("a") as log:
         log.write('{"it": 5, "loss": 0.4')
     calls = []
-    monkeypatch.setattr(dmod, "meta_loss", counting(dmod.meta_loss, calls))
+    monkeypatch.setattr(tmod, "meta_loss", counting(tmod.meta_loss, calls))
     resumed = _run(datm_cfg, cut, experts_dir, digits_data)
     assert len(calls) == 2
     _same_run(whole, resumed, tmp_path / "whole", cut)
@@ -338,7 +340,7 @@ def test_checkpoint_of_another_setting_is_refused(tmp_path, datm_cfg, experts_di
 def test_experts_of_another_model_are_refused(tmp_path, datm_cfg, experts_dir, digits_data):
     other = load_config("datm-digits", [*TINY_DISTILL, "model.width=16"])
     with pytest.raises(StoreError, match="another setting"):
-        dmod.open_experts(other, digits_data, experts_dir)
+        tmod.open_experts(other, digits_data, experts_dir)
 
 
 def test_mtt_run_keeps_hard_labels(tmp_path, experts_dir, digits_data):
@@ -409,12 +411,12 @@ def _iterations(path):
 def test_ast_run_resumes_to_the_same_artifact(tmp_path, datm_cfg, experts_dir, digits_data, monkeypatch):
     cfg = _ast_cfg(datm_cfg, iterations=5)
     whole = _run(cfg, tmp_path / "whole", experts_dir, digits_data)
-    real = dmod.meta_loss
+    real = tmod.meta_loss
     # killed at mid-iteration 3, after the checkpoint at 2
-    monkeypatch.setattr(dmod, "meta_loss", dies_on_call(4, real))
+    monkeypatch.setattr(tmod, "meta_loss", dies_on_call(4, real))
     with pytest.raises(KeyboardInterrupt):
         _run(cfg, tmp_path / "cut", experts_dir, digits_data)
-    monkeypatch.setattr(dmod, "meta_loss", real)
+    monkeypatch.setattr(tmod, "meta_loss", real)
     resumed = _run(cfg, tmp_path / "cut", experts_dir, digits_data)
     assert torch.equal(whole.final.images, resumed.final.images)
     assert whole.final.lr == resumed.final.lr
@@ -465,24 +467,29 @@ def test_intermediate_terms_add_beta_weighted_matches(tmp_path, datm_cfg, expert
 
 def test_intermediate_matching_needs_room(datm_cfg):
     with pytest.raises(ConfigError, match="syn_steps"):
-        dmod.check_schedule(_ast_cfg(datm_cfg, syn_steps=1).distill, 4)
+        tmod.check_schedule(_ast_cfg(datm_cfg, syn_steps=1).distill, 4)
     with pytest.raises(ConfigError, match="expert_epochs >= 2"):
-        dmod.check_schedule(_ast_cfg(datm_cfg, expert_epochs=1).distill, 4)
+        tmod.check_schedule(_ast_cfg(datm_cfg, expert_epochs=1).distill, 4)
 
 
-def test_ast_keys_enter_the_checkpoint_identity_only_when_set(datm_cfg, experts_dir, digits_data):
+def test_a_checkpoint_older_than_asts_keys_resumes_only_without_them(datm_cfg, experts_dir, digits_data):
     from distillset.experts.store import TrajectoryStore
+    from distillset.identity import mismatch
 
     store = TrajectoryStore(experts_dir)
-    plain = dmod._identity(datm_cfg, digits_data, store)["distill"]
-    assert not set(dmod.AST_KEYS) & set(plain)  # checkpoints written before AST's parts still resume
-    ast = dmod._identity(_ast_cfg(datm_cfg), digits_data, store)["distill"]
-    assert set(dmod.AST_KEYS) <= set(ast)
+
+    def identity(cfg):
+        return dmod.run_identity(cfg, digits_data, tmod.TrajectoryMatching(cfg, digits_data, store))
+
+    plain = identity(datm_cfg)
+    older = {**plain, "distill": {k: v for k, v in plain["distill"].items() if k not in AST_KEYS}}
+    assert mismatch(older, plain) is None  # checkpoints written before AST's parts still resume
+    assert mismatch(older, identity(_ast_cfg(datm_cfg))).startswith("distill.")
 
 
 def test_a_diverged_loss_names_the_knobs(datm_cfg):
-    plain = dmod.diverged_message(datm_cfg.distill, float("nan"), 3, 0.5)
+    plain = tmod.diverged_message(datm_cfg.distill, float("nan"), 3, 0.5)
     assert "iteration 3" in plain and "distill.lr_img or distill.lr_lr" in plain
     heavy = _ast_cfg(datm_cfg, lr_init=0.01).distill
-    msg = dmod.diverged_message(heavy, float("inf"), 0, -0.02)
+    msg = tmod.diverged_message(heavy, float("inf"), 0, -0.02)
     assert "effective step is lr / (1 - mu) = 0.1 at the start" in msg and "distill.lr_init" in msg

@@ -4,7 +4,7 @@ values read from the sources (docs/presets.md), with a start-epoch window the ex
 import pytest
 
 from distillset.config import list_presets, load_config
-from distillset.distill import check_schedule
+from distillset.objectives.trajectory import check_schedule
 
 # name: (syn_steps, expert_epochs, min_start, max_start, lr_img, lr_lr, lr_init, batch_syn, zca), from
 # DC-BENCH's list of the MTT authors' commands (justincui03/dc_benchmark, methods/tm/readme.md).

@@ -20,11 +20,11 @@ from .baseline import random_subset  # noqa: E402
 from .config import Config, list_presets, load_config  # noqa: E402
 from .data import load_dataset  # noqa: E402
 from .data.prepared import PreparedData, prepare  # noqa: E402
-from .distill import distill  # noqa: E402
 from .evaluate import evaluate, format_report  # noqa: E402
 from .experts.store import TrajectoryStore  # noqa: E402
 from .experts.train import train_experts  # noqa: E402
 from .models import build_model  # noqa: E402
+from .pipeline import distill, run_pipeline  # noqa: E402
 from .synthetic import DistilledSet  # noqa: E402
 from .utils import resolve_device  # noqa: E402
 
@@ -43,5 +43,6 @@ __all__ = [
     "prepare",
     "random_subset",
     "resolve_device",
+    "run_pipeline",
     "train_experts",
 ]

@@ -98,17 +98,16 @@ def scores(items: tuple[str, ...], out: str | None) -> None:
 
 
 def _prepare_run(items: tuple[str, ...], out: str | None) -> tuple[Config, Path]:
+    from .pipeline import check
+
     source, cfg = _resolve(items)
     if cfg.method == "random":
         raise click.UsageError(
             "this config's method is random: nothing to distil. Name a distillation preset "
             "(e.g. datm-digits) or set method=... with a distill section."
         )
-    from .distill import check_schedule
-
-    check_schedule(cfg.distill, cfg.experts.train_epochs)  # before any experts are trained
-    run = _run_dir(out, source)
-    return cfg, run
+    check(cfg)  # before any experts are trained
+    return cfg, _run_dir(out, source)
 
 
 def _write_config(run: Path, cfg: Config) -> None:
@@ -124,17 +123,12 @@ def _write_config(run: Path, cfg: Config) -> None:
     "--experts", "experts_dir", type=click.Path(file_okay=False), help="Expert store (default OUT/experts)."
 )
 def distill(items: tuple[str, ...], out: str | None, experts_dir: str | None) -> None:
-    """Distil from existing experts: distillset distill PRESET_OR_YAML [key=value ...] [--out DIR]."""
-    from .data.prepared import prepare
-    from .distill import open_experts, run_distillation
+    """Distil (from existing experts, for objectives that need them): distillset distill PRESET_OR_YAML
+    [key=value ...] [--out DIR]."""
+    from .pipeline import run_pipeline
 
     cfg, run = _prepare_run(items, out)
-    data = prepare(cfg.data, resolve_device(cfg.device))
-    store = open_experts(cfg, data, Path(experts_dir) if experts_dir else run / "experts")
-    _write_config(run, cfg)
-    result = _interruptible(lambda: run_distillation(cfg, run, data, store), run)
-    write_text(run / "config.yaml", cfg.to_yaml())
-    _echo_distilled(result)
+    run_pipeline(cfg, run, experts_dir=experts_dir, train_experts=False, evaluate_set=False, echo=click.echo)
 
 
 def _interruptible(fn, run: Path):  # noqa: ANN001, ANN202
@@ -146,17 +140,6 @@ def _interruptible(fn, run: Path):  # noqa: ANN001, ANN202
         ) from None
 
 
-def _echo_distilled(result) -> None:  # noqa: ANN001
-    where = result.path / "distilled"
-    if result.best_val is None:
-        click.echo(f"distilled set (last iteration; no validation split) written to {where}")
-    else:
-        click.echo(
-            f"distilled set written to {where}: iteration {result.best_iteration}, "
-            f"validation accuracy {100 * result.best_val:.2f}% (the best check)"
-        )
-
-
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("items", nargs=-1)
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<preset>).")
@@ -166,30 +149,13 @@ def run(items: tuple[str, ...], out: str | None, as_json: bool) -> None:
 
     Experts already in the run directory that match the config are reused; an interrupted run continues.
     """
-    from .data.prepared import prepare
-    from .distill import run_distillation
-    from .evaluate import evaluate as run_eval
     from .evaluate import format_report
-    from .experts.train import train_experts
+    from .pipeline import run_pipeline
 
     cfg, run_dir = _prepare_run(items, out)
-    data = prepare(cfg.data, resolve_device(cfg.device))
-    _write_config(run_dir, cfg)
     progress = not as_json or sys.stderr.isatty()
-
-    def job():  # noqa: ANN202
-        store = train_experts(cfg, run_dir / "experts", data, progress=progress)
-        if not as_json:
-            click.echo(f"{store.summary()}.")
-        return run_distillation(cfg, run_dir, data, store, progress=progress)
-
-    result = _interruptible(job, run_dir)
-    write_text(run_dir / "config.yaml", cfg.to_yaml())
-    if not as_json:
-        _echo_distilled(result)
-    report = run_eval(result.artifact, cfg, data, progress=progress, artifact_path=run_dir / "distilled")
-    write_json(run_dir / "evaluation.json", report)
-    click.echo(json.dumps(report) if as_json else format_report(report))
+    result = run_pipeline(cfg, run_dir, progress=progress, echo=None if as_json else click.echo)
+    click.echo(json.dumps(result.report) if as_json else format_report(result.report))
 
 
 @cli.group()

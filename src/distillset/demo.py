@@ -13,10 +13,9 @@ from pathlib import Path
 
 from .config import load_config
 from .data.prepared import prepare
-from .distill import run_distillation
-from .evaluate import evaluate, format_report
-from .experts.train import train_experts
-from .utils import resolve_device, write_json, write_text
+from .evaluate import format_report
+from .pipeline import experts_stage, run_pipeline
+from .utils import resolve_device, write_text
 
 QUICK = [
     "model.width=16",
@@ -46,21 +45,18 @@ def run_demo(out: Path, quick: bool = False, echo: Callable[[str], None] = print
     data = prepare(cfg.data, resolve_device(cfg.device))
     echo(f"digits: {len(data.train_y)} train / {len(data.val_y)} validation / {len(data.test_y)} test images")
 
-    store = train_experts(cfg, out / "experts", data)
+    store = experts_stage(cfg, data, out / "experts")
     echo(f"{store.summary()}, {cfg.experts.train_epochs} epochs each")
 
     reports = {}
     for ipc in (1, 10):
         cfg_ipc = cfg.model_copy(update={"data": cfg.data.model_copy(update={"ipc": ipc})})
-        run = out / f"datm-ipc{ipc}"
-        write_text(run / "config.yaml", cfg_ipc.to_yaml())
-        result = run_distillation(cfg_ipc, run, data, store)
+        done = run_pipeline(cfg_ipc, out / f"datm-ipc{ipc}", data, store=store)
+        result = done.distilled
         echo(
             f"\nDATM, IPC {ipc}: {cfg.distill.iterations} iterations; the set of iteration "
             f"{result.best_iteration} had the best validation accuracy ({100 * (result.best_val or 0):.1f}%)"
         )
-        report = evaluate(result.artifact, cfg_ipc, data, artifact_path=run / "distilled")
-        write_json(run / "evaluation.json", report)
-        reports[ipc] = report
-        echo(format_report(report))
+        reports[ipc] = done.report
+        echo(format_report(done.report))
     return reports

@@ -1,5 +1,12 @@
-"""Matching objectives: what a student's parameters (or gradients, or features) are compared with."""
+"""Matching objectives, one file each, found by name through a small registry (`distill.objective`).
 
+- `trajectory` (MTT, DATM, PAD, AST): a student trained on the set imitates an expert's trajectory;
+- `gradient` (DC, DSA): a network's gradients on the set match those on real batches;
+- `distribution` (DM): a random network's mean embeddings of the set match those of real batches.
+"""
+
+from . import distribution, gradient, trajectory  # noqa: F401  (each registers its objective)
+from .base import OBJECTIVES, Objective, Term, objective_class, register_objective
 from .trajectory import (
     ParameterMatch,
     Weighted,
@@ -10,10 +17,15 @@ from .trajectory import (
 )
 
 __all__ = [
+    "OBJECTIVES",
+    "Objective",
     "ParameterMatch",
+    "Term",
     "Weighted",
     "deep_parameters",
     "dropped_share",
     "intermediate_steps",
     "normalized_match",
+    "objective_class",
+    "register_objective",
 ]

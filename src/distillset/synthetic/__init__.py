@@ -1,10 +1,14 @@
-"""Synthetic sets: the distilled-set artifact and its initialisations."""
+"""Synthetic sets: the learnable-set interface, prototypes, the artifact and the initialisations."""
 
 from .artifact import DistilledSet
 from .init import correct_real_indices, expert_label_logits, random_real_indices, representative_real_indices
+from .prototypes import Prototypes
+from .set import SyntheticSet
 
 __all__ = [
     "DistilledSet",
+    "Prototypes",
+    "SyntheticSet",
     "correct_real_indices",
     "expert_label_logits",
     "random_real_indices",

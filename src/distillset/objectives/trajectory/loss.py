@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, DistillsetError
-from ..models.params import ParamLayout
+from ...errors import ConfigError, DistillsetError
+from ...models.params import ParamLayout
 
 
 def deep_parameters(layout: ParamLayout, depth_ratio: float, mask: str = "flat") -> slice | None:

@@ -1,0 +1,136 @@
+"""Distribution matching (DM, Zhao & Bilen 2023) as an objective of the loop.
+
+One iteration: a fresh randomly initialised network with frozen weights; per class c a batch of
+`batch_real` real images and the class's synthetic images, both under one shared augmentation draw
+(siamese DSA); the embedding is the flattened trunk output (the classifier's input, `forward_features`);
+  L = sum_c || mean_i emb(real_c)_i - mean_j emb(S_c)_j ||^2,
+one step of the images on L. BatchNorm networks embed all classes in one batch (their statistics then
+come from every class, as in the authors' code).
+
+PAD's parameter-side filter on DM (the paper's figures only; the variant is not public, so this one is
+our own definition, documented as such): with `depth_ratio > 0` the embedding is taken after every block
+from block `int(depth_ratio * depth)` on, and L sums the mean distances of those blocks' flattened
+outputs ("deep features": the shallow blocks contribute nothing, the deep ones beside the trunk output
+do). `depth_ratio = 0` is the authors' DM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..config import Config
+from ..data.prepared import PreparedData
+from ..errors import ConfigError
+from ..networks import seeded_model
+from ..synthetic import Prototypes
+from .base import Objective, Term, register_objective
+from .real import RealPool, check_prototype_init, has_batchnorm, initial_prototypes, network_identity, siamese
+
+POOLS = (nn.AvgPool2d, nn.MaxPool2d)
+ACTS = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid)
+
+
+def block_outputs(model: nn.Module, x: Tensor) -> list[Tensor]:
+    """A ConvNet's flattened output after each block (after its pooling, or its activation without)."""
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Sequential):
+        raise ConfigError("DM's deep-feature variant (distill.depth_ratio > 0) needs a ConvNet.")
+    layers = list(features)
+    ends = [i for i, m in enumerate(layers) if isinstance(m, POOLS)]
+    if not ends:  # pooling="none": a block ends at its activation
+        ends = [i for i, m in enumerate(layers) if isinstance(m, ACTS)]
+    out = []
+    for i, m in enumerate(layers):
+        x = m(x)
+        if i in ends:
+            out.append(x.flatten(1))
+    return out
+
+
+def mean_embedding_distance(real: list[Tensor], syn: list[Tensor]) -> Tensor:
+    """sum over embeddings of || mean(real) - mean(syn) ||^2 (the real side detached)."""
+    return sum(((r.detach().mean(0) - s.mean(0)) ** 2).sum() for r, s in zip(real, syn, strict=True))
+
+
+@register_objective
+class DistributionMatching(Objective):
+    name = "distribution"
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        check_prototype_init(cfg.distill, "distribution matching")
+
+    @classmethod
+    def build(
+        cls, cfg: Config, data: PreparedData, run: Path, store: object, progress: bool
+    ) -> DistributionMatching:
+        cls.check(cfg)
+        pool, info = RealPool.build(cfg, data, run, progress)
+        return cls(cfg, data, pool, info)
+
+    def __init__(self, cfg: Config, data: PreparedData, pool: RealPool, pool_info: dict):
+        self.cfg, self.dcfg, self.data, self.pool, self.pool_info = cfg, cfg.distill, data, pool, pool_info
+        self.strategy = data.dsa_strategy if self.dcfg.dsa else None
+        self.first_block = None
+        if self.dcfg.depth_ratio > 0:
+            probe = self._network(0)
+            depth = len(block_outputs(probe, torch.zeros(1, *data.image_shape, device=data.train_x.device)))
+            self.first_block = int(self.dcfg.depth_ratio * depth)
+        self._loss = float("nan")
+
+    def _network(self, it: int) -> nn.Module:
+        d, cfg = self.data, self.cfg
+        net = seeded_model(cfg.model, d.image_shape, d.num_classes, cfg.seed, "distill-net", it)
+        return net.to(d.train_x.device)
+
+    def identity(self) -> dict:
+        return network_identity(self.cfg, self.data)
+
+    def initial_set(self) -> tuple[Prototypes, dict]:
+        synthetic, info = initial_prototypes(self.cfg, self.data)
+        info.update(self.pool_info)
+        if self.first_block is not None:
+            info["matched_features"] = {"from_block": self.first_block, "definition": "distillset's own"}
+        return synthetic, info
+
+    def embed(self, net: nn.Module, x: Tensor) -> list[Tensor]:
+        if self.first_block is None:
+            return [net.forward_features(x)]
+        return block_outputs(net, x)[self.first_block :]
+
+    def terms(self, it: int, gen: torch.Generator, synthetic: Prototypes) -> Iterator[Term]:
+        ipc, num_classes = self.cfg.data.ipc, self.data.num_classes
+        net = self._network(it)
+        net.train()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        images, _ = synthetic.decode()
+        pairs = []
+        for c in range(num_classes):
+            real = self.pool.batch(c, self.dcfg.batch_real, gen)
+            pairs.append(siamese(real, images[c * ipc : (c + 1) * ipc], self.strategy, gen))
+        if has_batchnorm(net):  # one batch of every class, split back by class
+            emb_real = self.embed(net, torch.cat([r for r, _ in pairs]))
+            emb_syn = self.embed(net, torch.cat([s for _, s in pairs]))
+            sizes_r, sizes_s = [r.shape[0] for r, _ in pairs], [s.shape[0] for _, s in pairs]
+            per_real = list(zip(*[e.split(sizes_r) for e in emb_real], strict=True))
+            per_syn = list(zip(*[e.split(sizes_s) for e in emb_syn], strict=True))
+        else:
+            per_real = [self.embed(net, r) for r, _ in pairs]
+            per_syn = [self.embed(net, s) for _, s in pairs]
+        loss = sum(mean_embedding_distance(list(r), list(s)) for r, s in zip(per_real, per_syn, strict=True))
+        self._loss = float(loss.detach()) / num_classes
+        yield Term(loss, ("images",))
+
+    def record(self, synthetic: Prototypes) -> dict:
+        return {"loss": self._loss}
+
+    def describe(self) -> str:
+        return f"loss {self._loss:.4f}"
+
+    def diverged(self, value: float, it: int, synthetic: Prototypes) -> str:
+        return f"the distribution-matching loss is {value} at iteration {it}; lower distill.lr_img."
