@@ -51,6 +51,7 @@ I12, I16, I28 = " " * 12, " " * 16, " " * 28  # indentation inside the mutated f
 EVAL = "tests/test_evaluate.py::"
 DIST = "tests/test_distill.py::"
 STORE = "tests/experts/test_store_and_train.py::"
+MATCH = "tests/objectives/test_gradient_distribution.py::"
 
 MUTANTS = [
     Mutant(
@@ -86,10 +87,11 @@ MUTANTS = [
         "distill.py",
         (
             (
-                '                data,\n                cfg.eval,\n                float(sset["lr"]),',
-                "                dataclasses.replace(data, val_x=data.test_x, val_y=data.test_y),\n"
-                '                cfg.eval,\n                float(sset["lr"]),',
+                "        args = (data, cfg.eval, view.lr,",
+                "        args = (dataclasses.replace(data, val_x=data.test_x, val_y=data.test_y), "
+                "cfg.eval, view.lr,",
             ),
+            ("import json\n", "import dataclasses\nimport json\n"),
         ),
         (f"{DIST}test_best_set_is_chosen_without_reading_the_test_split",),
     ),
@@ -97,7 +99,7 @@ MUTANTS = [
         "distill-keeps-latest-set",
         "the artifact is the set with the best validation accuracy, not the latest",
         "distill.py",
-        (("improved = val is None or best_val is None or val > best_val", "improved = True"),),
+        (("            if val is None or best_val is None or val > best_val:", "            if True:"),),
         (f"{DIST}test_the_set_with_the_best_validation_accuracy_is_kept",),
     ),
     Mutant(
@@ -140,8 +142,8 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                "                            base_lr,\n                            ecfg.epochs,",
-                "                            base_lr,\n                            ecfg.epochs // 2,",
+                f'{I28}ecfg.epochs,\n{I28}("baseline", name, r),',
+                f'{I28}ecfg.epochs // 2,\n{I28}("baseline", name, r),',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
@@ -152,8 +154,9 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                f"{I28}ecfg,\n{I28}base_lr,",
-                f'{I28}ecfg.model_copy(update={{"decay_at": 1.0}}),\n{I28}base_lr,',
+                f'{I28}ecfg,\n{I28}base_lr,\n{I28}ecfg.epochs,\n{I28}("baseline", name, r),',
+                f'{I28}ecfg.model_copy(update={{"decay_at": 1.0}}),\n{I28}base_lr,\n{I28}ecfg.epochs,\n'
+                f'{I28}("baseline", name, r),',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
@@ -164,8 +167,9 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                f"{I28}ecfg,\n{I28}base_lr,",
-                f'{I28}ecfg.model_copy(update={{"dsa": False}}),\n{I28}base_lr,',
+                f'{I28}ecfg,\n{I28}base_lr,\n{I28}ecfg.epochs,\n{I28}("baseline", name, r),',
+                f'{I28}ecfg.model_copy(update={{"dsa": False}}),\n{I28}base_lr,\n{I28}ecfg.epochs,\n'
+                f'{I28}("baseline", name, r),',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
@@ -205,14 +209,12 @@ MUTANTS = [
                 "            if done == dcfg.iterations:\n                checkpoint(done)",
             ),
             (
-                f"{I12}loss = meta_loss(dcfg.engine, inner, start, state.images, state.targets, state.lr, "
-                "plan, terms)",
-                "            try:\n"
-                "                loss = meta_loss(dcfg.engine, inner, start, state.images, state.targets, "
-                "state.lr, plan, terms)\n"
-                "            except KeyboardInterrupt:\n"
-                "                checkpoint(it)\n"
-                "                raise",
+                "                step(synthetic, term, objective, it)",
+                "                try:\n"
+                "                    step(synthetic, term, objective, it)\n"
+                "                except KeyboardInterrupt:\n"
+                "                    checkpoint(it)\n"
+                "                    raise",
             ),
         ),
         (f"{DIST}test_a_run_killed_by_sigkill_resumes_to_the_same_artifact",),
@@ -220,7 +222,7 @@ MUTANTS = [
     Mutant(
         "metrics-keeps-cut-line",
         "a metrics line cut short by a kill is dropped on resume",
-        "distill.py",
+        "rundir.py",
         (
             (
                 "            continue  # a line cut short by the interruption",
@@ -233,7 +235,7 @@ MUTANTS = [
         "threshold-still-steps",
         "an update skipped by DATM's threshold moves nothing",
         "distill.py",
-        (("            if not skipped:\n", "            if True:\n"),),
+        (("    if not term.skip:\n", "    if True:\n"),),
         (f"{DIST}test_threshold_skips_updates",),
     ),
     Mutant(
@@ -329,6 +331,44 @@ MUTANTS = [
         ),
         (
             "tests/inner/test_alignment.py::test_representative_init_takes_the_image_nearest_each_k_means_centre",
+        ),
+    ),
+    Mutant(
+        "siamese-two-draws",
+        "DSA and DM augment a class's real and synthetic batches with one shared draw",
+        "objectives/real.py",
+        (
+            (
+                "    return apply_dsa(real, params), apply_dsa(syn, params)",
+                "    other = sample_dsa(\n"
+                "        syn.shape[0], tuple(syn.shape[2:]), strategy, gen, syn.device, batchwise=True\n"
+                "    )\n"
+                "    return apply_dsa(real, params), apply_dsa(syn, other)",
+            ),
+        ),
+        (
+            "tests/objectives/test_gradient_distribution.py::test_one_shared_draw_replays_identically_on_a_real_and_a_synthetic_batch",
+        ),
+    ),
+    Mutant(
+        "dc-distance-keeps-1d",
+        "DC's distance skips every 1-D parameter tensor (biases, norm affines)",
+        "objectives/gradient.py",
+        (
+            (
+                "    if g.dim() == 1:\n        return None",
+                "    if g.dim() == 1:\n        return g.reshape(1, -1)",
+            ),
+        ),
+        (f"{MATCH}test_ours_distance_by_hand",),
+    ),
+    Mutant(
+        "pool-drops-other-end",
+        "PAD's data selection drops the easiest drop_easy and the hardest drop_hard of each class",
+        "objectives/real.py",
+        (("            pools.append(order[lo:hi])", "            pools.append(order[n - hi : n - lo])"),),
+        (
+            "tests/objectives/test_gradient_distribution.py::test_pad_data_selection_drops_each_class_end_of_the_pool",
         ),
     ),
 ]
