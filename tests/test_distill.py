@@ -493,3 +493,35 @@ def test_a_diverged_loss_names_the_knobs(datm_cfg):
     heavy = _ast_cfg(datm_cfg, lr_init=0.01).distill
     msg = tmod.diverged_message(heavy, float("inf"), 0, -0.02)
     assert "effective step is lr / (1 - mu) = 0.1 at the start" in msg and "distill.lr_init" in msg
+
+
+def test_the_loop_names_no_objective_and_no_method_part():
+    """distill.py is the loop alone: no condition on (or mention of) an objective's keys or parts (an
+    expert store given by the caller is handed to the objective unread)."""
+    import ast
+    from pathlib import Path
+
+    source = Path(dmod.__file__).read_text()
+    code = ast.unparse(ast.parse(source))  # without comments and docstring quirks
+    parts = [
+        "threshold",
+        "soft_label",
+        "depth_ratio",
+        "perturb_alpha",
+        "balance_loss",
+        "intermediate",
+        "init",
+        "expert",
+        "outer_loop",
+        "drop_easy",
+        "dsa",
+        "trajectory",
+        "gradient",
+        "distribution",
+        "label_logits",
+        "syn_steps",
+    ]
+    names = {n.attr for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Attribute)}
+    names |= {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
+    assert not [p for p in parts if p in names], "the loop refers to a method part"
+    assert "objective" in code and len(source.splitlines()) < 220

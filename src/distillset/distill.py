@@ -115,13 +115,13 @@ def _loop(cfg: Config, out: Path, data: PreparedData | None, store: object, prog
 
     def checkpoint(next_it: int) -> None:
         tensors = {**synthetic.tensors(), **{f"best.{k}": v.detach().cpu() for k, v in best.items()}}
-        init = {k: v for k, v in init_info.items() if k != "indices"}
+        start = {k: v for k, v in init_info.items() if k != "indices"}
         state = {
             "identity": identity,
             "next_it": next_it,
             "best_it": best_it,
             "best_val": best_val,
-            "init": init,
+            "init": start,
         }
         write_checkpoint(ckpt_path, tensors, state)
 
