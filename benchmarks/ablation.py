@@ -74,7 +74,6 @@ def run_cell(
     t0 = time.perf_counter()
     store = experts_stage(cfg, data, experts, scores_dir=scores_dir)
     experts_s = round(time.perf_counter() - t0, 1)
-    write_text(run / "config.yaml", cfg.to_yaml())
     try:
         done = run_pipeline(cfg, run, data, store=store, baseline=baseline)
     except FloatingPointError as e:  # a diverged setting is a result too: recorded, and the grid goes on

@@ -23,6 +23,7 @@ overrides in SETTINGS; iterations per (method, IPC) in ITERATIONS.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from ablation import CHOSEN_AT, made_by_lines, main, pct, run_grid, stale_mark
@@ -99,7 +100,7 @@ def run_dataset(
     for r in rows:
         report = json.loads((root / f"{r['variant']}-{r['ipc']}" / "evaluation.json").read_text())
         finals = [d["final_test"] for d in report["results"]["convnet"]["details"]]
-        r["authors_final"] = [sum(finals) / len(finals), _std(finals)]
+        r["authors_final"] = [statistics.fmean(finals), statistics.pstdev(finals)]
         r["baselines"] = {
             k: [v["convnet"]["mean"], v["convnet"]["std"]] for k, v in report.get("baselines", {}).items()
         }
@@ -117,11 +118,6 @@ def published(text: str, ipc: int) -> str:
     numbers, _, mark = text.partition(" (")
     value = numbers.split(" / ")[0 if ipc == 1 else 1]
     return f"{value} ({mark}" if mark and value != "n/a" else value
-
-
-def _std(v: list[float]) -> float:
-    m = sum(v) / len(v)
-    return (sum((x - m) ** 2 for x in v) / len(v)) ** 0.5
 
 
 def markdown(rows: list[dict]) -> str:

@@ -47,7 +47,7 @@ class Mutant:
     catchers: tuple[str, ...]  # the tests meant to catch it (node ids)
 
 
-I12, I16, I28 = " " * 12, " " * 16, " " * 28  # indentation inside the mutated functions
+I8, I12, I16 = " " * 8, " " * 12, " " * 16  # indentation inside the mutated functions
 EVAL = "tests/test_evaluate.py::"
 DIST = "tests/test_distill.py::"
 STORE = "tests/experts/test_store_and_train.py::"
@@ -138,52 +138,48 @@ MUTANTS = [
     ),
     Mutant(
         "baseline-fewer-epochs",
-        "the random baseline trains as many epochs as the distilled set",
+        "the baselines (random, herding, k-center) train as many epochs as the distilled set",
         "evaluate.py",
         (
             (
-                f'{I28}ecfg.epochs,\n{I28}("baseline", name, r),',
-                f'{I28}ecfg.epochs // 2,\n{I28}("baseline", name, r),',
+                f"{I8}ecfg.epochs,\n{I8}(tag, name, r),",
+                f"{I8}ecfg.epochs // 2,\n{I8}(tag, name, r),",
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
     ),
     Mutant(
         "baseline-no-decay",
-        "the random baseline has the same lr schedule",
+        "the baselines have the distilled set's lr schedule",
         "evaluate.py",
         (
             (
-                f'{I28}ecfg,\n{I28}base_lr,\n{I28}ecfg.epochs,\n{I28}("baseline", name, r),',
-                f'{I28}ecfg.model_copy(update={{"decay_at": 1.0}}),\n{I28}base_lr,\n{I28}ecfg.epochs,\n'
-                f'{I28}("baseline", name, r),',
+                f"{I8}ecfg,\n{I8}lr,",
+                f'{I8}ecfg.model_copy(update={{"decay_at": 1.0}}),\n{I8}lr,',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
     ),
     Mutant(
         "baseline-no-dsa",
-        "the random baseline is trained with DSA too",
+        "the baselines are trained with DSA too",
         "evaluate.py",
         (
             (
-                f'{I28}ecfg,\n{I28}base_lr,\n{I28}ecfg.epochs,\n{I28}("baseline", name, r),',
-                f'{I28}ecfg.model_copy(update={{"dsa": False}}),\n{I28}base_lr,\n{I28}ecfg.epochs,\n'
-                f'{I28}("baseline", name, r),',
+                f"{I8}ecfg,\n{I8}lr,",
+                f'{I8}ecfg.model_copy(update={{"dsa": False}}),\n{I8}lr,',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
     ),
     Mutant(
         "baseline-other-init",
-        "the random baseline of run r starts from the distilled set's network r's weights",
+        "a baseline's network r starts from the distilled set's network r's weights",
         "evaluate.py",
         (
             (
-                '                    model = _fresh_model(cfg, name, data, ("eval", name, r))\n'
-                "                    base_rows.append(",
-                '                    model = _fresh_model(cfg, name, data, ("baseline", name, r))\n'
-                "                    base_rows.append(",
+                '    model = _fresh_model(cfg, name, data, ("eval", name, r))\n    return',
+                '    model = _fresh_model(cfg, name, data, ("baseline", name, r))\n    return',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),

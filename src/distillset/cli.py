@@ -15,7 +15,7 @@ import click
 
 from .config import Config, list_presets, load_config
 from .errors import DistillsetError
-from .utils import resolve_device, write_json, write_text
+from .utils import resolve_device, write_json
 
 
 def _split_items(items: tuple[str, ...]) -> tuple[str | None, list[str]]:
@@ -65,12 +65,13 @@ def presets(name: str | None) -> None:
 def experts(items: tuple[str, ...], out: str | None) -> None:
     """Train expert trajectories: distillset experts [PRESET_OR_YAML] [key=value ...]."""
     from .experts.train import train_experts
+    from .pipeline import write_config
 
     source, cfg = _resolve(items)
     run = _run_dir(out, source)
-    _write_config(run, cfg)
+    write_config(run, cfg, overwrite=False)
     store = train_experts(cfg, run / "experts")
-    write_text(run / "config.yaml", cfg.to_yaml())
+    write_config(run, cfg, overwrite=True)
     click.echo(f"{store.summary()}.")
 
 
@@ -84,13 +85,14 @@ def scores(items: tuple[str, ...], out: str | None) -> None:
     """
     from .data.prepared import prepare
     from .experts.scores import compute_scores
+    from .pipeline import interruptible, write_config
 
     source, cfg = _resolve(items)
     run = _run_dir(out, source)
     data = prepare(cfg.data, resolve_device(cfg.device))
-    _write_config(run, cfg)
-    result = _interruptible(lambda: compute_scores(cfg, data, run / "scores"), run)
-    write_text(run / "config.yaml", cfg.to_yaml())
+    write_config(run, cfg, overwrite=False)
+    result = interruptible(lambda: compute_scores(cfg, data, run / "scores"), run)
+    write_config(run, cfg, overwrite=True)
     plural = "s" if result.num_models != 1 else ""
     click.echo(f"difficulty scores of {result.num_models} network{plural} in {result.path}:")
     for line in result.summary_lines():
@@ -110,12 +112,6 @@ def _prepare_run(items: tuple[str, ...], out: str | None) -> tuple[Config, Path]
     return cfg, _run_dir(out, source)
 
 
-def _write_config(run: Path, cfg: Config) -> None:
-    """Written before work only into a new directory: a run refused for another setting keeps its own."""
-    if not (run / "config.yaml").exists():
-        write_text(run / "config.yaml", cfg.to_yaml())
-
-
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("items", nargs=-1)
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<preset>).")
@@ -129,15 +125,6 @@ def distill(items: tuple[str, ...], out: str | None, experts_dir: str | None) ->
 
     cfg, run = _prepare_run(items, out)
     run_pipeline(cfg, run, experts_dir=experts_dir, train_experts=False, evaluate_set=False, echo=click.echo)
-
-
-def _interruptible(fn, run: Path):  # noqa: ANN001, ANN202
-    try:
-        return fn()
-    except KeyboardInterrupt:
-        raise DistillsetError(
-            f"interrupted; progress is kept in {run}: run the same command again to continue."
-        ) from None
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -165,16 +165,9 @@ class EvalConfig(Section):
     # feature space (see baseline.py): herding (DC's tables) and k-center (greedy farthest point)
     baselines: list[Literal["herding", "kcenter"]] = Field(default_factory=list)
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "baselines", mode="before")
     @classmethod
-    def _split_models(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [m.strip() for m in v.split(",") if m.strip()]
-        return v
-
-    @field_validator("baselines", mode="before")
-    @classmethod
-    def _split_baselines(cls, v: Any) -> Any:
+    def _split_lists(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [m.strip() for m in v.split(",") if m.strip()]
         return v

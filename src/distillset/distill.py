@@ -27,7 +27,7 @@ from .errors import StoreError
 from .evaluate import validation_accuracy
 from .identity import mismatch, settings
 from .networks import seeded_model
-from .objectives import Objective, objective_class
+from .objectives import Objective, Term, objective_class
 from .rundir import CHECKPOINT, read_checkpoint, trim_metrics, write_checkpoint
 from .synthetic import DistilledSet, SyntheticSet
 from .utils import directory_lock, generator, resolve_device
@@ -92,7 +92,6 @@ def _loop(cfg: Config, out: Path, data: PreparedData | None, store: object, prog
     synthetic, init_info = objective.initial_set()
     identity = run_identity(cfg, data, objective)
     ckpt_path, metrics_path = out / "checkpoints" / CHECKPOINT, out / "metrics.jsonl"
-    view = lambda snap: synthetic.artifact(snap, {})  # noqa: E731  (what validation trains on)
 
     start_it, best, best_it, best_val = 0, synthetic.snapshot(), 0, None
     resumed = read_checkpoint(ckpt_path)
@@ -137,7 +136,7 @@ def _loop(cfg: Config, out: Path, data: PreparedData | None, store: object, prog
         def check(it: int) -> None:
             nonlocal best, best_it, best_val
             snap = synthetic.snapshot()
-            val = validate_set(cfg, data, view(snap))
+            val = validate_set(cfg, data, synthetic.artifact(snap, {}))
             if val is None or best_val is None or val > best_val:
                 best, best_it, best_val = snap, it, val
             record({"event": "eval", "it": it, "val_acc": val, "best_it": best_it, "best_val": best_val})
@@ -162,7 +161,7 @@ def _loop(cfg: Config, out: Path, data: PreparedData | None, store: object, prog
     return _write_artifacts(cfg, data, out, synthetic, objective, init_info, best, best_it, best_val)
 
 
-def step(synthetic: SyntheticSet, term: object, objective: Objective, it: int) -> None:
+def step(synthetic: SyntheticSet, term: Term, objective: Objective, it: int) -> None:
     """Stop on a loss that is not finite; else step the set on the term unless the objective skips it."""
     value = float(term.loss.detach())
     if not math.isfinite(value):

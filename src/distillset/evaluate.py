@@ -123,6 +123,26 @@ def _fresh_model(cfg: Config, name: str, data: PreparedData, tags: tuple) -> tor
     return model.to(data.train_x.device)
 
 
+def _real_subset_run(
+    cfg: Config, name: str, r: int, data: PreparedData, idx: Tensor, lr: float, tag: str
+) -> dict:
+    """A baseline's network r: the real images `idx` trained with the distilled set's recipe (the same
+    epochs, schedule and DSA) from the same initial weights as the distilled set's network r."""
+    ecfg = cfg.eval
+    model = _fresh_model(cfg, name, data, ("eval", name, r))
+    return train_and_test(
+        model,
+        data.train_x[idx],
+        data.train_y[idx],
+        data,
+        ecfg,
+        lr,
+        ecfg.epochs,
+        (tag, name, r),
+        cfg.seed,
+    )
+
+
 def data_config_of(art: DistilledSet, root: str | None = None) -> DataConfig:
     """The data section that rebuilds the artifact's dataset and splits (optionally from another root)."""
     if "config" not in art.meta:
@@ -207,36 +227,13 @@ def evaluate(
                     idx = random_real_indices(
                         data.train_y, ipc, data.num_classes, generator(cfg.seed, "baseline", r)
                     )
-                    idx = idx.to(device)
-                    model = _fresh_model(cfg, name, data, ("eval", name, r))
                     base_rows.append(
-                        train_and_test(
-                            model,
-                            data.train_x[idx],
-                            data.train_y[idx],
-                            data,
-                            ecfg,
-                            base_lr,
-                            ecfg.epochs,
-                            ("baseline", name, r),
-                            cfg.seed,
-                        )
+                        _real_subset_run(cfg, name, r, data, idx.to(device), base_lr, "baseline")
                     )
                     bar.update(1)
                 for method, idx in coreset_idx.items():
-                    model = _fresh_model(cfg, name, data, ("eval", name, r))
                     coreset_rows[method].append(
-                        train_and_test(
-                            model,
-                            data.train_x[idx],
-                            data.train_y[idx],
-                            data,
-                            ecfg,
-                            base_lr,
-                            ecfg.epochs,
-                            (f"baseline-{method}", name, r),
-                            cfg.seed,
-                        )
+                        _real_subset_run(cfg, name, r, data, idx, base_lr, f"baseline-{method}")
                     )
                     bar.update(1)
                 bar.set_postfix(model=name, run=r)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from .config import Config
 from .data.prepared import PreparedData, prepare
@@ -18,7 +20,10 @@ from .errors import ConfigError, DistillsetError
 from .evaluate import evaluate
 from .experts.store import TrajectoryStore
 from .objectives import objective_class
+from .synthetic import DistilledSet
 from .utils import resolve_device, write_json, write_text
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,6 +71,16 @@ def write_config(run: Path, cfg: Config, *, overwrite: bool) -> None:
         write_text(run / "config.yaml", cfg.to_yaml())
 
 
+def interruptible(fn: Callable[[], T], run: Path) -> T:
+    """`fn()`, with Ctrl-C turned into one line saying that the run continues where it stopped."""
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        raise DistillsetError(
+            f"interrupted; progress is kept in {run}: run the same command again to continue."
+        ) from None
+
+
 def run_pipeline(
     cfg: Config,
     out: str | Path,
@@ -87,24 +102,19 @@ def run_pipeline(
     out, say = Path(out), echo or (lambda _line: None)
     data = data if data is not None else prepare(cfg.data, resolve_device(cfg.device))
     write_config(out, cfg, overwrite=False)
-    seconds: dict = {}
-    try:
-        t0 = time.perf_counter()
-        if store is None:
-            where = Path(experts_dir) if experts_dir is not None else out / "experts"
-            store = experts_stage(
-                cfg, data, where, train=train_experts, scores_dir=scores_dir, progress=progress
-            )
-            if store is not None:
-                say(f"{store.summary()}.")
-        t1 = time.perf_counter()
-        result = run_distillation(cfg, out, data, store, progress=progress)
-    except KeyboardInterrupt:
-        raise DistillsetError(
-            f"interrupted; progress is kept in {out}: run the same command again to continue."
-        ) from None
+    t0 = time.perf_counter()
+    if store is None:
+        where = Path(experts_dir) if experts_dir is not None else out / "experts"
+        stage = partial(
+            experts_stage, cfg, data, where, train=train_experts, scores_dir=scores_dir, progress=progress
+        )
+        store = interruptible(stage, out)
+        if store is not None:
+            say(f"{store.summary()}.")
+    t1 = time.perf_counter()
+    result = interruptible(lambda: run_distillation(cfg, out, data, store, progress=progress), out)
     t2 = time.perf_counter()
-    seconds.update(experts=round(t1 - t0, 1), distill=round(t2 - t1, 1))
+    seconds = {"experts": round(t1 - t0, 1), "distill": round(t2 - t1, 1)}
     write_config(out, cfg, overwrite=True)
     say(distilled_line(result))
     report = None
@@ -129,7 +139,7 @@ def distilled_line(result: DistillResult) -> str:
 
 def distill(
     cfg: Config, out: str | Path | None = None, data: PreparedData | None = None, progress: bool = True
-):  # noqa: ANN201  (-> DistilledSet)
+) -> DistilledSet:
     """Experts (trained or reused from `out/experts`) then distillation; returns the chosen artifact.
 
     `out` defaults to `runs/<method>-<dataset>-ipc<K>`; calling again continues or reuses that run.

@@ -8,8 +8,9 @@ import distillset.experts.train as train_mod
 from distillset.config import load_config
 from distillset.data.prepared import prepare
 from distillset.errors import StoreError
-from distillset.experts.store import TrajectoryStore, first_difference
+from distillset.experts.store import TrajectoryStore
 from distillset.experts.train import build_expert_model, train_experts
+from distillset.identity import first_difference
 from distillset.models import ParamLayout, flat_params
 from distillset.objectives.trajectory import open_experts
 from tests.conftest import TINY, counting, dies_on_call, sigkilled_at

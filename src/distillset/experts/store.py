@@ -19,7 +19,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
 from ..errors import StoreError
-from ..identity import first_difference, mismatch  # noqa: F401  (first_difference: re-exported)
+from ..identity import mismatch
 from ..utils import atomic_write, read_json, write_json
 
 FORMAT = "distillset.experts/1"

@@ -17,7 +17,6 @@ do). `depth_ratio = 0` is the authors' DM.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -25,10 +24,9 @@ from torch import Tensor, nn
 from ..config import Config
 from ..data.prepared import PreparedData
 from ..errors import ConfigError
-from ..networks import seeded_model
 from ..synthetic import Prototypes
-from .base import Objective, Term, register_objective
-from .real import RealPool, check_prototype_init, has_batchnorm, initial_prototypes, network_identity, siamese
+from .base import Term, register_objective
+from .real import RealMatching, RealPool, has_batchnorm, siamese
 
 POOLS = (nn.AvgPool2d, nn.MaxPool2d)
 ACTS = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid)
@@ -57,45 +55,22 @@ def mean_embedding_distance(real: list[Tensor], syn: list[Tensor]) -> Tensor:
 
 
 @register_objective
-class DistributionMatching(Objective):
+class DistributionMatching(RealMatching):
     name = "distribution"
-
-    @classmethod
-    def check(cls, cfg: Config) -> None:
-        check_prototype_init(cfg.distill, "distribution matching")
-
-    @classmethod
-    def build(
-        cls, cfg: Config, data: PreparedData, run: Path, store: object, progress: bool
-    ) -> DistributionMatching:
-        cls.check(cfg)
-        pool, info = RealPool.build(cfg, data, run, progress)
-        return cls(cfg, data, pool, info)
+    label = "distribution matching"
 
     def __init__(self, cfg: Config, data: PreparedData, pool: RealPool, pool_info: dict):
-        self.cfg, self.dcfg, self.data, self.pool, self.pool_info = cfg, cfg.distill, data, pool, pool_info
-        self.strategy = data.dsa_strategy if self.dcfg.dsa else None
+        super().__init__(cfg, data, pool, pool_info)
         self.first_block = None
         if self.dcfg.depth_ratio > 0:
-            probe = self._network(0)
-            depth = len(block_outputs(probe, torch.zeros(1, *data.image_shape, device=data.train_x.device)))
-            self.first_block = int(self.dcfg.depth_ratio * depth)
+            x = torch.zeros(1, *data.image_shape, device=data.train_x.device)
+            self.first_block = int(self.dcfg.depth_ratio * len(block_outputs(self.network(0), x)))
         self._loss = float("nan")
 
-    def _network(self, it: int) -> nn.Module:
-        d, cfg = self.data, self.cfg
-        net = seeded_model(cfg.model, d.image_shape, d.num_classes, cfg.seed, "distill-net", it)
-        return net.to(d.train_x.device)
-
-    def identity(self) -> dict:
-        return network_identity(self.cfg, self.data)
-
-    def initial_set(self) -> tuple[Prototypes, dict]:
-        synthetic, info = initial_prototypes(self.cfg, self.data)
-        info.update(self.pool_info)
-        if self.first_block is not None:
-            info["matched_features"] = {"from_block": self.first_block, "definition": "distillset's own"}
-        return synthetic, info
+    def filter_info(self) -> dict:
+        if self.first_block is None:
+            return {}
+        return {"matched_features": {"from_block": self.first_block, "definition": "distillset's own"}}
 
     def embed(self, net: nn.Module, x: Tensor) -> list[Tensor]:
         if self.first_block is None:
@@ -104,7 +79,7 @@ class DistributionMatching(Objective):
 
     def terms(self, it: int, gen: torch.Generator, synthetic: Prototypes) -> Iterator[Term]:
         ipc, num_classes = self.cfg.data.ipc, self.data.num_classes
-        net = self._network(it)
+        net = self.network(it)
         net.train()
         for p in net.parameters():
             p.requires_grad_(False)
@@ -131,6 +106,3 @@ class DistributionMatching(Objective):
 
     def describe(self) -> str:
         return f"loss {self._loss:.4f}"
-
-    def diverged(self, value: float, it: int, synthetic: Prototypes) -> str:
-        return f"the distribution-matching loss is {value} at iteration {it}; lower distill.lr_img."

@@ -28,7 +28,6 @@ the cut; `mse`/`cos`: the elements from the cut), `layers` drops whole leading l
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +38,10 @@ from ..data.augment import DSA
 from ..data.prepared import PreparedData
 from ..errors import ConfigError
 from ..models.params import ParamLayout
-from ..networks import seeded_model
 from ..synthetic import Prototypes
 from ..training import train_epoch
-from .base import Objective, Term, register_objective
-from .real import RealPool, check_prototype_init, has_batchnorm, initial_prototypes, network_identity, siamese
+from .base import Term, register_objective
+from .real import RealMatching, RealPool, has_batchnorm, siamese
 from .trajectory.loss import deep_parameters
 
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -117,51 +115,33 @@ def gradient_distance(
 
 
 @register_objective
-class GradientMatching(Objective):
+class GradientMatching(RealMatching):
     name = "gradient"
+    label = "gradient matching"
 
     @classmethod
     def check(cls, cfg: Config) -> None:
-        check_prototype_init(cfg.distill, "gradient matching")
+        super().check(cfg)
         loops(cfg.data.ipc, cfg.distill.outer_loop, cfg.distill.inner_loop)
 
-    @classmethod
-    def build(
-        cls, cfg: Config, data: PreparedData, run: Path, store: object, progress: bool
-    ) -> GradientMatching:
-        cls.check(cfg)
-        pool, info = RealPool.build(cfg, data, run, progress)
-        return cls(cfg, data, pool, info)
-
     def __init__(self, cfg: Config, data: PreparedData, pool: RealPool, pool_info: dict):
-        self.cfg, self.dcfg, self.data, self.pool, self.pool_info = cfg, cfg.distill, data, pool, pool_info
+        super().__init__(cfg, data, pool, pool_info)
         self.outer, self.inner = loops(cfg.data.ipc, self.dcfg.outer_loop, self.dcfg.inner_loop)
-        self.strategy = data.dsa_strategy if self.dcfg.dsa else None
-        probe = self._network(0)
-        self.layout = ParamLayout.from_model(probe)
+        self.layout = ParamLayout.from_model(self.network(0))
         keep = deep_parameters(self.layout, self.dcfg.depth_ratio, self.dcfg.mask)
         self.cut = keep.start if keep is not None else 0
         self._losses: list[float] = []
 
-    def _network(self, it: int) -> torch.nn.Module:
-        d, cfg = self.data, self.cfg
-        return seeded_model(cfg.model, d.image_shape, d.num_classes, cfg.seed, "distill-net", it).to(
-            d.train_x.device
-        )
-
-    def identity(self) -> dict:
-        return network_identity(self.cfg, self.data)
-
-    def initial_set(self) -> tuple[Prototypes, dict]:
-        synthetic, info = initial_prototypes(self.cfg, self.data)
-        info.update(self.pool_info)
-        if self.cut:
-            info["matched_parameters"] = {
+    def filter_info(self) -> dict:
+        if not self.cut:
+            return {}
+        return {
+            "matched_parameters": {
                 "from_index": self.cut,
                 "of": self.layout.numel,
                 "metric": self.dcfg.dis_metric,
             }
-        return synthetic, info
+        }
 
     def class_loss(self, net: torch.nn.Module, c: int, syn: Tensor, gen: torch.Generator) -> Tensor:
         """D of class c: the gradient on a real batch against the gradient on the class's synthetic images."""
@@ -176,7 +156,7 @@ class GradientMatching(Objective):
 
     def terms(self, it: int, gen: torch.Generator, synthetic: Prototypes) -> Iterator[Term]:
         dcfg, ipc, num_classes = self.dcfg, self.cfg.data.ipc, self.data.num_classes
-        net = self._network(it)
+        net = self.network(it)
         net.train()
         opt = torch.optim.SGD(net.parameters(), lr=dcfg.lr_net, momentum=0.0)
         aug = DSA(self.strategy) if self.strategy else None
@@ -202,12 +182,11 @@ class GradientMatching(Objective):
             for _ in range(self.inner):
                 train_epoch(net, x, y, opt, dcfg.batch_train, gen, aug, gen)
 
+    def _mean_loss(self) -> float:
+        return sum(self._losses) / (self.data.num_classes * len(self._losses))
+
     def record(self, synthetic: Prototypes) -> dict:
-        n = self.data.num_classes * len(self._losses)
-        return {"loss": sum(self._losses) / n, "rounds": len(self._losses)}
+        return {"loss": self._mean_loss(), "rounds": len(self._losses)}
 
     def describe(self) -> str:
-        return f"loss {self.record(None)['loss']:.4f}"
-
-    def diverged(self, value: float, it: int, synthetic: Prototypes) -> str:
-        return f"the gradient-matching loss is {value} at iteration {it}; lower distill.lr_img."
+        return f"loss {self._mean_loss():.4f}"

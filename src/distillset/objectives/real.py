@@ -25,6 +25,7 @@ from ..networks import seeded_model
 from ..synthetic import Prototypes, random_real_indices
 from ..synthetic.init import class_indices
 from ..utils import generator
+from .base import Objective
 
 
 class RealPool:
@@ -104,6 +105,46 @@ def network_identity(cfg: Config, data: PreparedData) -> dict:
     if cfg.distill.drop_easy or cfg.distill.drop_hard:
         out["scores"] = settings(cfg.scores)
     return out
+
+
+class RealMatching(Objective):
+    """What DC/DSA and DM share: a matcher of real batches from `RealPool` against prototypes that start
+    from noise or random real images, with a fresh network per iteration (seeded by the iteration)."""
+
+    label: str  # for messages, e.g. "gradient matching"
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        check_prototype_init(cfg.distill, cls.label)
+
+    @classmethod
+    def build(cls, cfg: Config, data: PreparedData, run: Path, store: object, progress: bool) -> RealMatching:
+        cls.check(cfg)
+        pool, info = RealPool.build(cfg, data, run, progress)
+        return cls(cfg, data, pool, info)
+
+    def __init__(self, cfg: Config, data: PreparedData, pool: RealPool, pool_info: dict):
+        self.cfg, self.dcfg, self.data, self.pool, self.pool_info = cfg, cfg.distill, data, pool, pool_info
+        self.strategy = data.dsa_strategy if self.dcfg.dsa else None
+
+    def network(self, it: int) -> torch.nn.Module:
+        d, cfg = self.data, self.cfg
+        net = seeded_model(cfg.model, d.image_shape, d.num_classes, cfg.seed, "distill-net", it)
+        return net.to(d.train_x.device)
+
+    def identity(self) -> dict:
+        return network_identity(self.cfg, self.data)
+
+    def filter_info(self) -> dict:
+        """What to record about the objective's own filter (PAD's parameter side), if any."""
+        return {}
+
+    def initial_set(self) -> tuple[Prototypes, dict]:
+        synthetic, info = initial_prototypes(self.cfg, self.data)
+        return synthetic, {**info, **self.pool_info, **self.filter_info()}
+
+    def diverged(self, value: float, it: int, synthetic: Prototypes) -> str:
+        return f"the {self.label} loss is {value} at iteration {it}; lower distill.lr_img."
 
 
 def has_batchnorm(model: torch.nn.Module) -> bool:
