@@ -42,7 +42,7 @@ SETTINGS = [
     "scores.num_models=2",
     "scores.epochs=4",
 ]
-ITERATIONS = {("dc", 1): 100, ("dsa", 1): 100, ("dm", 1): 400, ("dc", 10): 8, ("dsa", 10): 8, ("dm", 10): 200}
+ITERATIONS = {("dc", 1): 100, ("dsa", 1): 100, ("dm", 1): 400, ("dc", 10): 4, ("dsa", 10): 4, ("dm", 10): 200}
 PUBLISHED = {  # ANCHORS.md, ConvNet-128 on the full data, IPC 1 / 10; (c) confirmed, (r) as commonly quoted
     "mnist": {
         "random": "64.9 / 95.1 (r)",
