@@ -136,11 +136,7 @@ def markdown(rows: list[dict]) -> str:
     ]
     for r in rows:
         method = r["variant"].partition("-")[0]
-        pub = (
-            PUBLISHED[r["dataset"]][method].split(" / ")[0 if r["ipc"] == 1 else 1]
-            if r["variant"] == method
-            else ""
-        )
+        pub = published(PUBLISHED[r["dataset"]][method], r["ipc"]) if r["variant"] == method else ""
         lines.append(
             f"| {r['dataset']} | {r['variant']}{stale_mark(r)} | {r['ipc']} | {r['iterations']} | "
             f"{r['seconds_per_iteration']} | {r['chosen_iteration']} | {pct(r['distilled'])} | "
