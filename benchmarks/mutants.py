@@ -142,8 +142,8 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                f"{I8}ecfg.epochs,\n{I8}(tag, name, r),",
-                f"{I8}ecfg.epochs // 2,\n{I8}(tag, name, r),",
+                'base_lr, ecfg.epochs, ("eval", name, r), (tag, name, r))',
+                'base_lr, ecfg.epochs // 2, ("eval", name, r), (tag, name, r))',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
@@ -154,8 +154,9 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                f"{I8}ecfg,\n{I8}lr,",
-                f'{I8}ecfg.model_copy(update={{"decay_at": 1.0}}),\n{I8}lr,',
+                f"{I8}x, y = data.train_x[idx], data.train_y[idx]\n",
+                f"{I8}x, y = data.train_x[idx], data.train_y[idx]\n"
+                f'{I8}ecfg = ecfg.model_copy(update={{"decay_at": 1.0}})\n',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
@@ -166,8 +167,9 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                f"{I8}ecfg,\n{I8}lr,",
-                f'{I8}ecfg.model_copy(update={{"dsa": False}}),\n{I8}lr,',
+                f"{I8}x, y = data.train_x[idx], data.train_y[idx]\n",
+                f"{I8}x, y = data.train_x[idx], data.train_y[idx]\n"
+                f'{I8}ecfg = ecfg.model_copy(update={{"dsa": False}})\n',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
@@ -178,8 +180,8 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                '    model = _fresh_model(cfg, name, data, ("eval", name, r))\n    return',
-                '    model = _fresh_model(cfg, name, data, ("baseline", name, r))\n    return',
+                'base_lr, ecfg.epochs, ("eval", name, r), (tag, name, r))',
+                'base_lr, ecfg.epochs, ("baseline", name, r), (tag, name, r))',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
@@ -238,7 +240,7 @@ MUTANTS = [
         "experts-restart",
         "an interrupted expert resumes from its partial checkpoint instead of starting over",
         "experts/train.py",
-        (("    resumed = store.read_partial(i)", "    resumed = None"),),
+        (("    resumed = store.read_partial(i) if store is not None else None", "    resumed = None"),),
         (
             f"{STORE}test_interrupted_expert_resumes_to_the_same_trajectory",
             f"{STORE}test_resuming_an_expert_continues_from_its_checkpoint_on_disk",

@@ -21,6 +21,7 @@ from distillset.synthetic import DistilledSet
 from tests.conftest import TINY
 
 ev = importlib.import_module("distillset.evaluate")  # the module (the package exports the function)
+parallel = importlib.import_module("distillset.parallel")
 
 FAST = [*TINY, "eval.full_data_epochs=1"]
 
@@ -194,7 +195,7 @@ def test_evaluate_with_coreset_baselines(tiny_cfg, digits_data, digits_feats, mo
 
     monkeypatch.setattr(ev, "train_and_test", spy_train)
     monkeypatch.setattr(ev, "coreset_features", spy_features)
-    monkeypatch.setattr(ev, "tqdm", Bar)
+    monkeypatch.setattr(parallel, "tqdm", Bar)
     ecfg = short.model_copy(update={"baselines": ["herding", "kcenter"], "full_data_epochs": 1})
     cfg = tiny_cfg.model_copy(update={"eval": ecfg})
     report = ev.evaluate(art, cfg, digits_data, progress=False)

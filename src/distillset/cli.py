@@ -237,7 +237,9 @@ def evaluate(
         extra.append(f"eval.runs={runs}")
     if root:
         extra.append(f"data.root={root}")
-    cfg = validate(apply_overrides(art.meta["config"], extra))
+    # where the artifact was made (its executor) does not follow it: the default unless overridden
+    made = {k: v for k, v in art.meta["config"].items() if k != "executor"}
+    cfg = validate(apply_overrides(made, extra))
     report = run_eval(art, cfg, artifact_path=artifact, progress=not as_json or sys.stderr.isatty())
     if save:
         write_json(save, report)

@@ -145,6 +145,21 @@ class ScoresConfig(Section):
     dsa: bool = True  # augment the scoring networks' training batches (never the scoring pass)
 
 
+class ExecutorConfig(Section):
+    """Where the parallel stages run (see parallel.py); no key changes a result."""
+
+    kind: Literal["local", "ray"] = Field("local", json_schema_extra=NO_RESULT)
+    address: str | None = Field(None, json_schema_extra=NO_RESULT)  # a Ray cluster: "auto", "host:port"
+    cpus_per_task: float = Field(1.0, gt=0, json_schema_extra=NO_RESULT)
+    gpus_per_task: float = Field(0.0, ge=0, json_schema_extra=NO_RESULT)  # fractions share one GPU
+    torch_threads: int | None = Field(None, ge=1, json_schema_extra=NO_RESULT)  # default: cpus_per_task
+    local_cpus: int | None = Field(None, ge=1, json_schema_extra=NO_RESULT)  # a local runtime's CPUs
+    local_gpus: int | None = Field(None, ge=0, json_schema_extra=NO_RESULT)  # a local runtime's GPUs
+    max_retries: int = Field(3, ge=0, json_schema_extra=NO_RESULT)  # per task whose worker dies
+    # the run directory is on storage every worker sees: tasks keep partial checkpoints there
+    shared_storage: bool = Field(True, json_schema_extra=NO_RESULT)
+
+
 class EvalConfig(Section):
     runs: int = Field(5, ge=1)  # fresh networks per architecture
     epochs: int = Field(300, ge=1)  # the field uses 1000 (lr x0.1 at the half)
@@ -275,6 +290,7 @@ class Config(Section):
     scores: ScoresConfig = Field(default_factory=ScoresConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .baseline import coreset_features, coreset_indices
 from .config import Config, DataConfig, EvalConfig
@@ -25,6 +24,7 @@ from .data.augment import DSA
 from .data.prepared import PreparedData, prepare
 from .errors import StoreError
 from .networks import seeded_model
+from .parallel import Task, executor_for
 from .synthetic import DistilledSet, random_real_indices
 from .training import accuracy, train_epoch
 from .utils import generator, resolve_device
@@ -123,24 +123,68 @@ def _fresh_model(cfg: Config, name: str, data: PreparedData, tags: tuple) -> tor
     return model.to(data.train_x.device)
 
 
-def _real_subset_run(
-    cfg: Config, name: str, r: int, data: PreparedData, idx: Tensor, lr: float, tag: str
+def network_task(
+    cfg: Config,
+    data: PreparedData,
+    x_syn: Tensor,
+    y_syn: Tensor,
+    name: str,
+    subset: Tensor | str | None,
+    lr: float,
+    epochs: int,
+    init_tags: tuple,
+    recipe_tags: tuple,
 ) -> dict:
-    """A baseline's network r: the real images `idx` trained with the distilled set's recipe (the same
-    epochs, schedule and DSA) from the same initial weights as the distilled set's network r."""
+    """One evaluation network, an executor task: a fresh `name` with the initial weights of `init_tags`,
+    trained with the evaluation recipe (its order and DSA draws from `recipe_tags`) on the synthetic set
+    (`subset` None), on the real images `subset` (training-set indices: a baseline) or on the whole
+    training set (`subset` "all"); `train_and_test`'s row."""
+    model = _fresh_model(cfg, name, data, init_tags)
     ecfg = cfg.eval
-    model = _fresh_model(cfg, name, data, ("eval", name, r))
-    return train_and_test(
-        model,
-        data.train_x[idx],
-        data.train_y[idx],
-        data,
-        ecfg,
-        lr,
-        ecfg.epochs,
-        (tag, name, r),
-        cfg.seed,
-    )
+    if subset is None:
+        x, y = x_syn, y_syn
+    elif isinstance(subset, str):
+        x, y = data.train_x, data.train_y
+    else:  # a baseline: real images with the distilled set's recipe
+        idx = subset.to(data.train_x.device)
+        x, y = data.train_x[idx], data.train_y[idx]
+    return train_and_test(model, x, y, data, ecfg, lr, epochs, recipe_tags, cfg.seed)
+
+
+def evaluation_tasks(
+    cfg: Config, data: PreparedData, ipc: int, lr: float, base_lr: float, coreset_idx: dict[str, Tensor]
+) -> list[Task]:
+    """Every network of an evaluation, keyed `model/kind/run`: per architecture and run, the distilled
+    set's network, the random-real baseline's (a fresh subset per run) and each coreset baseline's (one
+    fixed subset), all three baselines from the distilled set's initial weights of that run with its
+    recipe; then the full-data reference."""
+    ecfg = cfg.eval
+
+    def baseline(kind: str, name: str, r: int, idx: Tensor) -> Task:
+        """Baseline `kind`'s network r: the real images `idx`, trained as long as the distilled set's
+        network r, with its schedule and DSA, from its initial weights (only the lr is the baselines')."""
+        tag = "baseline" if kind == "random" else f"baseline-{kind}"
+        return Task(
+            f"{name}/{kind}/{r}", (name, idx.cpu(), base_lr, ecfg.epochs, ("eval", name, r), (tag, name, r))
+        )
+
+    tasks = []
+    for name in ecfg.models:
+        for r in range(ecfg.runs):
+            init = ("eval", name, r)
+            tasks.append(Task(f"{name}/distilled/{r}", (name, None, lr, ecfg.epochs, init, init)))
+            if ecfg.baseline:
+                gen = generator(cfg.seed, "baseline", r)
+                tasks.append(
+                    baseline("random", name, r, random_real_indices(data.train_y, ipc, data.num_classes, gen))
+                )
+            tasks += [baseline(method, name, r, idx) for method, idx in coreset_idx.items()]
+        if ecfg.full_data:
+            full = ("full", name)
+            tasks.append(
+                Task(f"{name}/full", (name, "all", ecfg.default_lr, ecfg.full_data_epochs, full, full))
+            )
+    return tasks
 
 
 def data_config_of(art: DistilledSet, root: str | None = None) -> DataConfig:
@@ -195,68 +239,31 @@ def evaluate(
             idx = coreset_indices(method, feats, data.train_y, ipc, data.num_classes)
             coreset_idx[method] = idx.to(device)
 
-    jobs = len(ecfg.models) * ecfg.runs * (2 if ecfg.baseline else 1) + (
-        len(ecfg.models) if ecfg.full_data else 0
-    )
-    jobs += len(ecfg.models) * ecfg.runs * len(coresets)
     report: dict = {
         "artifact": str(artifact_path) if artifact_path else None,
         "ipc": ipc,
         "method": art.meta.get("method"),
         "results": {},
     }
+    rows = executor_for(cfg.executor).map(
+        network_task,
+        evaluation_tasks(cfg, data, ipc, lr, base_lr, coreset_idx),
+        shared=(cfg, data, x_syn, y_syn),
+        desc="evaluate",
+        progress=progress,
+        device=cfg.device,
+    )
+
+    def summary(name: str, kind: str) -> dict:
+        return _summary([rows[f"{name}/{kind}/{r}"] for r in range(ecfg.runs)])
+
+    report["results"] = {name: summary(name, "distilled") for name in ecfg.models}
     if ecfg.baseline:
-        report["random_baseline"] = {}
+        report["random_baseline"] = {name: summary(name, "random") for name in ecfg.models}
     if ecfg.full_data:
-        report["full_data"] = {}
+        report["full_data"] = {name: _summary([rows[f"{name}/full"]]) for name in ecfg.models}
     if coresets:
-        report["baselines"] = {method: {} for method in coresets}
-    with tqdm(total=jobs, desc="evaluate", unit="net", disable=not progress) as bar:
-        for name in ecfg.models:
-            rows, base_rows = [], []
-            coreset_rows: dict[str, list[dict]] = {method: [] for method in coresets}
-            for r in range(ecfg.runs):
-                model = _fresh_model(cfg, name, data, ("eval", name, r))
-                rows.append(
-                    train_and_test(
-                        model, x_syn, y_syn, data, ecfg, lr, ecfg.epochs, ("eval", name, r), cfg.seed
-                    )
-                )
-                bar.update(1)
-                if ecfg.baseline:
-                    idx = random_real_indices(
-                        data.train_y, ipc, data.num_classes, generator(cfg.seed, "baseline", r)
-                    )
-                    base_rows.append(
-                        _real_subset_run(cfg, name, r, data, idx.to(device), base_lr, "baseline")
-                    )
-                    bar.update(1)
-                for method, idx in coreset_idx.items():
-                    coreset_rows[method].append(
-                        _real_subset_run(cfg, name, r, data, idx, base_lr, f"baseline-{method}")
-                    )
-                    bar.update(1)
-                bar.set_postfix(model=name, run=r)
-            report["results"][name] = _summary(rows)
-            if ecfg.baseline:
-                report["random_baseline"][name] = _summary(base_rows)
-            for method, method_rows in coreset_rows.items():
-                report["baselines"][method][name] = _summary(method_rows)
-            if ecfg.full_data:
-                model = _fresh_model(cfg, name, data, ("full", name))
-                full = train_and_test(
-                    model,
-                    data.train_x,
-                    data.train_y,
-                    data,
-                    ecfg,
-                    ecfg.default_lr,
-                    ecfg.full_data_epochs,
-                    ("full", name),
-                    cfg.seed,
-                )
-                report["full_data"][name] = _summary([full])
-                bar.update(1)
+        report["baselines"] = {m: {name: summary(name, m) for name in ecfg.models} for m in coresets}
     report["lr"] = {"distilled": lr, "random_baseline": base_lr}
     report["protocol"] = {
         **ecfg.model_dump(),

@@ -180,7 +180,7 @@ def test_interrupted_computation_resumes_at_the_next_model(
     monkeypatch.setattr(
         scores_mod,
         "score_one_model",
-        lambda cfg, data, k, bar=None: trained.append(k) or one(cfg, data, k, bar),
+        lambda cfg, data, k: trained.append(k) or one(cfg, data, k),
     )
     resumed = compute_scores(scores_cfg, small_data, tmp_path, progress=False)
     assert trained == [1]

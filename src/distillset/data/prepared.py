@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +17,7 @@ from .sources import load_dataset
 
 # Handwritten digits must not be mirrored (a mirrored digit is another symbol).
 HANDWRITTEN = {"digits", "mnist"}
+SPLIT_TENSORS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
 
 @dataclass
@@ -38,6 +41,15 @@ class PreparedData:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.dataset.image_shape
+
+    def to_device(self, device: torch.device | str) -> PreparedData:
+        """The same data with its splits (and ZCA) on `device`: itself when already there."""
+        device = torch.device(device)
+        if self.train_x.device == device:
+            return self
+        prep = copy.deepcopy(self.prep).to(device) if self.prep.is_zca else self.prep
+        moved = {k: getattr(self, k).to(device) for k in SPLIT_TENSORS}
+        return dataclasses.replace(self, prep=prep, **moved)
 
     def fingerprint(self) -> dict:
         """What identifies this data for a trajectory store or an artifact."""

@@ -41,7 +41,6 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..config import Config
 from ..data.augment import DSA
@@ -49,6 +48,7 @@ from ..data.prepared import PreparedData
 from ..identity import mismatch, settings
 from ..models import ParamLayout
 from ..networks import seeded_model
+from ..parallel import Task, executor_for
 from ..training import train_epoch
 from ..utils import atomic_write, generator
 
@@ -248,7 +248,7 @@ def _write(path: Path, scores: dict[str, Tensor], labels: Tensor, identity: dict
     atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"meta": meta}))
 
 
-def score_one_model(cfg: Config, data: PreparedData, k: int, bar: tqdm | None = None) -> dict[str, Tensor]:
+def score_one_model(cfg: Config, data: PreparedData, k: int) -> dict[str, Tensor]:
     """Train scoring network k and score every training example with it: {kind: N scores} on the CPU."""
     device = data.train_x.device
     scfg = cfg.scores
@@ -277,9 +277,6 @@ def score_one_model(cfg: Config, data: PreparedData, k: int, bar: tqdm | None = 
             raise FloatingPointError(
                 f"scoring network {k} diverged (NaN loss at epoch {epoch + 1}); lower scores.lr."
             )
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(model=k, epoch=epoch + 1, loss=f"{loss:.3f}")
 
     model.eval()
     parts: dict[str, list[Tensor]] = {kind: [] for kind in KINDS if kind != "forgetting"}
@@ -296,6 +293,10 @@ def score_one_model(cfg: Config, data: PreparedData, k: int, bar: tqdm | None = 
     out = {kind: torch.cat(v).cpu() for kind, v in parts.items()}
     out["forgetting"] = forgetting_events(correct).cpu()
     return {kind: out[kind] for kind in KINDS}
+
+
+def _score_task(cfg: Config, data: PreparedData, k: int) -> dict[str, Tensor]:
+    return score_one_model(cfg, data, k)  # looked up when called: tests replace it
 
 
 def compute_scores(
@@ -315,11 +316,29 @@ def compute_scores(
     if stored is not None:
         rows, finished = stored
     if finished < num_models:
-        total = (num_models - finished) * cfg.scores.epochs
-        with tqdm(total=total, desc="scores", unit="epoch", disable=not progress) as bar:
-            for k in range(finished, num_models):
-                new = score_one_model(cfg, data, k, bar)
+        # One task per network. The file holds the first `finished` networks: results that arrive out of
+        # order wait until the networks before them are in, then are committed together.
+        arrived: dict[int, dict[str, Tensor]] = {}
+
+        def commit(key: str, new: dict[str, Tensor]) -> None:
+            nonlocal rows, finished
+            arrived[int(key.rpartition("-")[2])] = new
+            if finished not in arrived:
+                return
+            while finished in arrived:
+                new = arrived.pop(finished)
                 rows = {kind: torch.cat([rows[kind], new[kind][None]]) for kind in KINDS}
-                _write(path, rows, labels, identity, k + 1)
+                finished += 1
+            _write(path, rows, labels, identity, finished)
+
+        executor_for(cfg.executor).map(
+            _score_task,
+            [Task(f"scores-{k}", (k,)) for k in range(finished, num_models)],
+            shared=(cfg, data),
+            desc="scores",
+            progress=progress,
+            device=cfg.device,
+            on_result=commit,
+        )
     rows = {kind: v[:num_models] for kind, v in rows.items()}
     return DifficultyScores(scores=rows, labels=labels, fingerprint=fp, identity=identity, path=path)

@@ -3,7 +3,8 @@
 Each expert stores its flat parameters at initialisation and after each epoch (`train_epochs + 1`
 snapshots). Plain SGD by default (lr 0.01, no momentum, no weight decay, batch 256, DSA on every batch):
 a deliberately simple optimiser whose trajectory a student can imitate. An interrupted run resumes
-from the last checkpoint of the expert in training and keeps every finished expert.
+from the last checkpoint of each expert in training and keeps every finished expert. The experts are
+independent tasks of the configured executor (parallel.py): in this process, or in parallel on Ray.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..config import Config, ExpertsConfig
 from ..data.augment import DSA
@@ -21,6 +21,7 @@ from ..data.prepared import PreparedData, prepare
 from ..identity import settings
 from ..models import ParamLayout, flat_params, load_flat_
 from ..networks import seeded_model
+from ..parallel import Task, executor_for
 from ..training import accuracy, train_epoch
 from ..utils import generator, resolve_device
 from .curriculum import Curriculum
@@ -92,15 +93,16 @@ def _penalty(ecfg: ExpertsConfig) -> Callable[[torch.nn.Module, torch.Tensor], t
     return lambda m, xb: ecfg.grad_penalty * input_gradient_penalty(m, xb, ecfg.grad_penalty_norm)
 
 
-def train_one_expert(
+def expert_task(
     cfg: Config,
     data: PreparedData,
-    store: TrajectoryStore,
+    store_root: Path | None,
+    curriculum: Curriculum | None,
     i: int,
-    bar: tqdm | None = None,
-    curriculum: Curriculum | None = None,
-) -> None:
-    """Train expert i, checkpointing every `checkpoint_every` epochs, and commit it to the store.
+) -> tuple[torch.Tensor, dict]:
+    """Train expert i and return its trajectory ((epochs + 1) x P, on the CPU) and its history; one
+    executor task. With `store_root` (the store is on storage this process sees), resume from the
+    expert's partial checkpoint there and write one every `checkpoint_every` epochs.
 
     With a curriculum (PAD), epoch e trains on `curriculum.indices(e)` only. AST's smooth experts
     (experts/smooth): epoch e scales the cross-entropy by `clip_factor(e)`, adds the weighted
@@ -108,6 +110,7 @@ def train_one_expert(
     resumed run matches an uninterrupted one)."""
     device = data.train_x.device
     ecfg = cfg.experts
+    store = TrajectoryStore(store_root) if store_root is not None else None
     model = build_expert_model(cfg, data, ("expert", i, "init")).to(device)
     opt = _optimizer(model, ecfg)
     order_gen = generator(cfg.seed, "expert", i, "order")
@@ -123,7 +126,7 @@ def train_one_expert(
         "lr": [],
     }
     start_epoch = 0
-    resumed = store.read_partial(i)
+    resumed = store.read_partial(i) if store is not None else None
     if resumed is not None:
         tensors, meta = resumed
         snapshots = list(tensors["snapshots"].unbind(0))
@@ -138,8 +141,6 @@ def train_one_expert(
         start_epoch = meta["epoch"]
         # a checkpoint written before the lr was recorded: its store has no decay, so lr_at is exact
         history.setdefault("lr", [lr_at(e, ecfg) for e in range(start_epoch)])
-        if bar is not None:
-            bar.update(start_epoch)
 
     penalty = _penalty(ecfg)
     for epoch in range(start_epoch, ecfg.train_epochs):
@@ -174,11 +175,8 @@ def train_one_expert(
             raise FloatingPointError(
                 f"expert {i} diverged (NaN loss at epoch {epoch + 1}); lower experts.lr_teacher."
             )
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(expert=i, epoch=epoch + 1, val_acc=f"{val_acc:.3f}")
         done = epoch + 1
-        if done < ecfg.train_epochs and done % ecfg.checkpoint_every == 0:
+        if store is not None and done < ecfg.train_epochs and done % ecfg.checkpoint_every == 0:
             tensors = {
                 "snapshots": torch.stack(snapshots),
                 "order_gen": order_gen.get_state(),
@@ -190,7 +188,7 @@ def train_one_expert(
                 tensors["momentum"] = mom
             store.write_partial(i, tensors, {"epoch": done, "history": history})
 
-    store.write_expert(i, torch.stack(snapshots), history)
+    return torch.stack(snapshots), history
 
 
 def train_experts(
@@ -227,10 +225,14 @@ def train_experts(
         curriculum = build_curriculum(cfg, data, scores_dir, progress)
         info["curriculum"] = curriculum.summary(cfg.experts.train_epochs)
     store = TrajectoryStore.open_or_create(out, identity, info)
-    if todo:
-        with tqdm(
-            total=len(todo) * cfg.experts.train_epochs, desc="experts", unit="epoch", disable=not progress
-        ) as bar:
-            for i in todo:
-                train_one_expert(cfg, data, store, i, bar, curriculum)
+    # One task per expert; each finished expert is committed (shard, then manifest) as it arrives.
+    executor_for(cfg.executor).map(
+        expert_task,
+        [Task(f"expert-{i}", (i,)) for i in todo],
+        shared=(cfg, data, store.root if cfg.executor.shared_storage else None, curriculum),
+        desc="experts",
+        progress=progress,
+        device=cfg.device,
+        on_result=lambda key, out: store.write_expert(int(key.rpartition("-")[2]), *out),
+    )
     return store
