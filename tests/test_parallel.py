@@ -67,6 +67,23 @@ def test_missing_ray_says_how_to_install_it(monkeypatch):
         ex.map(_add, [Task("x", (1,))], shared=(0,), progress=False)
 
 
+def test_an_artifact_is_evaluated_here_whatever_executor_made_it(tmp_path, monkeypatch, capsys):
+    """Where an artifact was made does not follow it: `distillset evaluate` uses the default executor
+    (here without Ray) unless told otherwise."""
+    import json
+
+    from distillset.cli import main
+
+    out = tmp_path / "random"
+    main(["baseline", "random", "--ipc", "1", "--out", str(out), "random-digits", *TINY, "executor.kind=ray"])
+    assert json.loads((out / "manifest.json").read_text())["config"]["executor"]["kind"] == "ray"
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray cannot be imported: a Ray evaluation would stop
+    capsys.readouterr()
+    main(["evaluate", str(out), "--json", "eval.epochs=2", "eval.runs=1"])
+    report = json.loads(capsys.readouterr().out)
+    assert 0 <= report["results"]["convnet"]["mean"] <= 1
+
+
 def test_scores_arriving_out_of_order_are_committed_as_a_prefix(digits_data, tmp_path, monkeypatch):
     """The score file holds the first `finished` networks: a result that arrives before the ones ahead of
     it waits for them; an interruption keeps exactly the prefix that arrived."""
