@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import math
 import pickle
+import re
 import struct
 import zipfile
 import zlib
@@ -66,6 +67,11 @@ _CIFAR100_HINT = (
 _TINY_HINT = (
     "download the official archive http://cs231n.stanford.edu/tiny-imagenet-200.zip, extract it with "
     "`unzip tiny-imagenet-200.zip` and pass data.root=DIR (tiny-imagenet-200 or the folder holding it)"
+)
+_IMAGENET_DS_HINT = (
+    'download "Downsampled ImageNet {s}x{s}" (the Imagenet{s} train and val archives) from '
+    "https://image-net.org/download-images.php, unzip them and pass data.root=DIR (the folder holding "
+    "train_data_batch_1..10 and val_data, or the folder holding the unzipped Imagenet{s}_* folders)"
 )
 _IMAGEFOLDER_HINT = (
     "pass data.root=DIR with one subfolder of images per class, optionally under train/ and test/"
@@ -664,6 +670,160 @@ def _load_cifar100(root: Path | None) -> SourceData:
         mean=[0.5071, 0.4866, 0.4409],
         std=[0.2673, 0.2564, 0.2762],
     )
+
+
+# ---------------------------------------------------------------- Downsampled ImageNet (Imagenet32/64)
+
+_DS_BATCH_RE = re.compile(r"train_data_batch_(\d+)(?:\.pkl)?")
+_DS_VAL_RE = re.compile(r"val_data(?:\.pkl)?")
+_DS_ROW_SIZES = {3 * 32 * 32: 32, 3 * 64 * 64: 64}
+_DS_NUM_CLASSES = 1000
+
+
+def _imagenet_ds_files(root: Path | None, what: str, hint: str) -> tuple[list[Path], Path]:
+    """The train batches 1..k in order and val_data, in `root` or its subfolders (one per archive)."""
+    if root is None:
+        raise DataError(f"{what} has no default location and needs data.root; {hint}.")
+    if not root.is_dir():
+        raise DataError(f"{what} directory {root} does not exist; {hint}.")
+    folders = [root] + sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    batches: dict[int, Path] = {}
+    vals: list[Path] = []
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if not path.is_file():
+                continue
+            if m := _DS_BATCH_RE.fullmatch(path.name):
+                k = int(m.group(1))
+                if k in batches:
+                    raise DataError(f"{what} training batch {k} is both {batches[k]} and {path}; remove one.")
+                batches[k] = path
+            elif _DS_VAL_RE.fullmatch(path.name):
+                vals.append(path)
+    if not batches:
+        raise DataError(
+            f"{what} directory {root} (and its subfolders) holds no train_data_batch_* files; {hint}."
+        )
+    if 0 in batches:
+        raise DataError(f"{what} file {batches[0]} is misnamed: the training batches count from 1; {hint}.")
+    missing = [k for k in range(1, max(batches) + 1) if k not in batches]
+    if missing:
+        raise DataError(
+            f"{what} file {batches[max(batches)].parent / f'train_data_batch_{missing[0]}'} is missing "
+            f"(the batches must be numbered 1..{max(batches)} without gaps); {hint}."
+        )
+    if not vals:
+        raise DataError(f"{what} file {root / 'val_data'} is missing (nor is it in a subfolder); {hint}.")
+    if len(vals) > 1:
+        raise DataError(
+            f"{what} has more than one val_data file ({', '.join(map(str, vals))}); remove all but one."
+        )
+    return [batches[k] for k in sorted(batches)], vals[0]
+
+
+def _imagenet_ds_batch(path: Path, size: int, what: str, hint: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch as uint8 N x 3 x S x S images (no copy) and 0-based int64 labels."""
+    d = _str_keys(_unpickle(path, what, hint), path, what, hint)
+    data, labels = d.get("data"), d.get("labels")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        raise DataError(f"{what} file {path} lacks a uint8 N x {3 * size * size} 'data' array; {hint}.")
+    found = _DS_ROW_SIZES.get(data.shape[1])
+    if found is None:
+        raise DataError(
+            f"{what} file {path} has rows of {data.shape[1]} values, not 3*32*32 = 3072 or 3*64*64 = 12288, "
+            f"so it is not a Downsampled ImageNet file; {hint}."
+        )
+    if found != size:
+        raise DataError(
+            f"{what} file {path} holds {found}x{found} images, not {size}x{size}; use "
+            f"data.name=imagenet{found} or point data.root at the {size}x{size} files."
+        )
+    y = np.asarray(labels if labels is not None else [])
+    if y.size == 0 and len(data) == 0:
+        y = y.astype(np.int64)
+    if labels is None or y.ndim != 1 or len(y) != len(data) or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(
+            f"{what} file {path} lacks a 'labels' list of integers with one label per image "
+            f"({len(data)} images); {hint}."
+        )
+    if len(y) and (int(y.min()) < 1 or int(y.max()) > _DS_NUM_CLASSES):
+        raise DataError(
+            f"{what} file {path} has labels {int(y.min())}..{int(y.max())}, outside 1..{_DS_NUM_CLASSES} "
+            f"(the files number the classes from 1); {hint}."
+        )
+    # Each row is the red, green and blue S x S planes in turn, each row-major: already C x H x W.
+    return np.ascontiguousarray(data).reshape(-1, 3, size, size), y.astype(np.int64) - 1
+
+
+def _imagenet_ds_names(folders: Sequence[Path], num_classes: int, what: str) -> list[str]:
+    """Names from map_clsloc.txt (``wnid index name``, ordered by index) if present, else class_000, ..."""
+    path = next((f / "map_clsloc.txt" for f in folders if (f / "map_clsloc.txt").is_file()), None)
+    if path is None:
+        return [f"class_{k:03d}" for k in range(num_classes)]
+    names: dict[int, str] = {}
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(maxsplit=2)
+        index = int(fields[1]) if len(fields) == 3 and fields[1].isdigit() else 0
+        if not 1 <= index <= _DS_NUM_CLASSES or index in names:
+            raise DataError(
+                f"{what} file {path} line {n} is not 'wnid index name' with a new index in "
+                f"1..{_DS_NUM_CLASSES} (e.g. 'n01440764 1 tench'); fix it, or remove it to use class_000, ..."
+            )
+        names[index] = fields[2].strip()
+    missing = [k for k in range(1, num_classes + 1) if k not in names]
+    if missing:
+        raise DataError(
+            f"{what} file {path} names no class {missing[0]} but the labels reach {num_classes}; fix it, "
+            f"or remove it to use class_000, ..."
+        )
+    return [names[k] for k in range(1, num_classes + 1)]
+
+
+def _load_imagenet_downsampled(root: Path | None, size: int) -> SourceData:
+    what, hint = f"Downsampled ImageNet {size}x{size}", _IMAGENET_DS_HINT.format(s=size)
+    batch_paths, val_path = _imagenet_ds_files(root, what, hint)
+    assert root is not None  # _imagenet_ds_files required it
+    xs, ys = [], []
+    for path in batch_paths:
+        x, y = _imagenet_ds_batch(path, size, what, hint)
+        xs.append(x)
+        ys.append(y)
+    # The batches stay uint8 until this single concatenation (a copy, so twice the set at its peak).
+    train_x = torch.from_numpy(xs[0] if len(xs) == 1 else np.concatenate(xs))
+    del xs
+    train_y = torch.from_numpy(np.concatenate(ys))
+    test_x, test_y = (torch.from_numpy(a) for a in _imagenet_ds_batch(val_path, size, what, hint))
+    # ImageNet-1K has 1000 classes; a subset of the first K classes (labels 1..K) has K.
+    num_classes = max([int(t.max()) + 1 for t in (train_y, test_y) if len(t)], default=_DS_NUM_CLASSES)
+    folders = [root, batch_paths[0].parent, val_path.parent]
+    class_names = _imagenet_ds_names(list(dict.fromkeys(folders)), num_classes, what)
+    return SourceData(train_x, train_y, class_names, test_x, test_y, source=str(root))
+
+
+@register_dataset("imagenet32")
+def _load_imagenet32(root: Path | None) -> SourceData:
+    """Downsampled ImageNet 32x32 (Chrabaszcz et al. 2017), the pickled train_data_batch_* and val_data.
+
+    `root` holds the files (``.pkl`` suffix optional) or the unzipped archive folders. Labels are made
+    0-based; val_data (ImageNet's val set) is the official test split and the validation split is held
+    out of train. Class names come from a ``map_clsloc.txt`` beside the files, else class_000, ... The
+    1.28M training images take 3.9 GB as uint8 (twice that while the batches are joined), the float32
+    training split four times that; ``data.train_limit=N`` keeps a stratified subset of N after loading.
+    """
+    return _load_imagenet_downsampled(root, 32)
+
+
+@register_dataset("imagenet64")
+def _load_imagenet64(root: Path | None) -> SourceData:
+    """Downsampled ImageNet 64x64 (Chrabaszcz et al. 2017), the pickled train_data_batch_* and val_data.
+
+    As ``imagenet32``, at 64x64: the 1.28M training images take 15.7 GB as uint8 (twice that while the
+    batches are joined) and the float32 training split four times that, so ``data.train_limit=N``
+    (a stratified subset of N, made after loading) is the way to fit a smaller machine.
+    """
+    return _load_imagenet_downsampled(root, 64)
 
 
 # ---------------------------------------------------------------- image files
