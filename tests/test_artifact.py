@@ -28,8 +28,13 @@ def test_random_subset_round_trip(tiny_cfg, digits_data, tmp_path):
         "images": 30 * 64 * 4,
         "labels": 30 * 8,
         "lr": 4,
+        "decoders": 0,
+        "latents": 0,
         "total": 30 * 64 * 4 + 244,
     }
+    # hand count: 30 images of 64 floats and the lr are floats; hard labels are integers (bytes only)
+    assert manifest["storage"]["floats"] == 30 * 64 + 1
+    assert manifest["storage"]["ipc_equivalent"] == pytest.approx((30 * 64 + 1) / (10 * 64))
 
     back = DistilledSet.load(tmp_path / "art")
     assert torch.equal(back.images, art.images) and torch.equal(back.labels, art.labels)
@@ -47,6 +52,9 @@ def test_soft_label_artifact_round_trip(tmp_path):
     back = DistilledSet.load(tmp_path)
     assert back.label_kind == "soft" and torch.equal(back.label_logits, art.label_logits)
     assert back.storage_bytes()["labels"] == 4 * 10 * 4
+    # soft labels are floats: 4 images x 64 + 4 x 10 label logits + the lr, over 10 classes x 64 pixels
+    assert back.storage()["floats"] == 4 * 64 + 40 + 1
+    assert back.storage()["ipc_equivalent"] == pytest.approx(297 / 640)
     assert torch.equal(back.hard_labels, art.label_logits.argmax(1))
 
 

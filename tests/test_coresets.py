@@ -168,7 +168,8 @@ def test_evaluate_with_coreset_baselines(tiny_cfg, digits_data, digits_feats, mo
 
     def spy_train(model, x, y, data, ecfg, lr, epochs, seed_tags, seed):
         init = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-        calls.append({"x": x, "lr": lr, "epochs": epochs, "tags": seed_tags, "init": init})
+        images = x(0)[0] if y is None else x  # an epoch source: the images of epoch 0
+        calls.append({"x": images, "lr": lr, "epochs": epochs, "tags": seed_tags, "init": init})
         return real_train(model, x, y, data, ecfg, lr, epochs, seed_tags, seed)
 
     def spy_features(cfg, data):

@@ -247,6 +247,28 @@ def evaluate(
 
 
 @cli.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--n", "n", type=int, default=1, show_default=True, help="Fresh samples of every prior.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the samples.")
+def sample(artifact: str, n: int, out: str, seed: int) -> None:
+    """Materialise a distributional (D3) artifact: every prior's decoded mean and N fresh samples of it,
+    as OUT/samples.safetensors (images in the network's input space, labels) and PNGs per class."""
+    from .synthetic import DistilledSet
+    from .synthetic.samples import write_samples
+
+    if n < 0:
+        raise click.UsageError("--n must be at least 0.")
+    art = DistilledSet.load(artifact)
+    if art.kind != "distributional":
+        raise DistillsetError(
+            f"{artifact} holds images already (kind {art.kind}); there is nothing to sample."
+        )
+    count = write_samples(art, n, Path(out), seed)
+    click.echo(f"{count} images ({art.num_priors} means and {n} sample(s) of each prior) written to {out}")
+
+
+@cli.command()
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
 @click.option("--quick", is_flag=True, help="A smaller run (seconds), for smoke tests.")
 def demo(out: str, quick: bool) -> None:

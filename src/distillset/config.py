@@ -160,6 +160,37 @@ class ExecutorConfig(Section):
     shared_storage: bool = Field(True, json_schema_extra=NO_RESULT)
 
 
+class D3Config(Section):
+    """D3's distributional set and its second objective (see synthetic/distributional, objectives/mmd,
+    federated.py); the trajectory step takes the distill section's keys (syn_steps, lr_lr, lr_init: alpha0).
+
+    Defaults are the authors' 1 IPC-equivalent ImageNet-1K setting.
+    """
+
+    decoder: Literal["small", "medium", "large"] = "small"
+    lpc: int = Field(1, ge=1)  # latent priors per class
+    z_dim: int = Field(64, ge=1)
+    kernel_num: int | None = Field(None, ge=1)  # the decoder's top width; None: 256 / 512 / 1024 by size
+    lr_latent: float = Field(3e-4, gt=0)
+    momentum_latent: float = Field(0.5, ge=0, lt=1)
+    lr_decode: float = Field(3e-4, gt=0)  # Adam
+    decoder_weight_decay: float = Field(1e-5, ge=0)
+    mmd_weight: float = Field(1.0, ge=0)  # 0: no MMD step
+    mmd_samples: int = Field(30, ge=1)  # per class; s = mmd_samples // lpc draws of each prior
+    subtasks: int = Field(1, ge=1)  # K contiguous class blocks, each distilled alone
+    label_epoch: int | None = Field(9, ge=0)  # the all-class labelling expert's snapshot; None: hard labels
+    eval_samples: int = Field(1, ge=0)  # fresh samples per prior per epoch, beside the decoded means
+
+    @model_validator(mode="after")
+    def _enough_samples(self) -> D3Config:
+        if self.mmd_weight > 0 and (self.mmd_samples // self.lpc) * self.lpc < 2:
+            raise ValueError(
+                f"the MMD step needs (mmd_samples // lpc) * lpc >= 2 samples per class (got mmd_samples="
+                f"{self.mmd_samples}, lpc={self.lpc})"
+            )
+        return self
+
+
 class EvalConfig(Section):
     runs: int = Field(5, ge=1)  # fresh networks per architecture
     epochs: int = Field(300, ge=1)  # the field uses 1000 (lr x0.1 at the half)
@@ -205,8 +236,9 @@ class DistillConfig(Section):
     other key enters the checkpoint's identity (see identity.py).
     """
 
-    # trajectory (MTT, DATM, PAD, AST), gradient (DC, DSA) or distribution (DM): see objectives/
-    objective: Literal["trajectory", "gradient", "distribution"] = "trajectory"
+    # trajectory (MTT, DATM, PAD, AST), gradient (DC, DSA), distribution (DM) or d3 (trajectory + MMD on
+    # latent priors and a decoder): see objectives/
+    objective: Literal["trajectory", "gradient", "distribution", "d3"] = "trajectory"
     iterations: int = Field(5000, ge=0, json_schema_extra=NO_RESULT)
     syn_steps: int = Field(20, ge=0)  # N, inner steps of the student per iteration
     expert_epochs: int = Field(2, ge=1)  # M, the target is the snapshot M epochs after the start
@@ -289,6 +321,7 @@ class Config(Section):
     experts: ExpertsConfig = Field(default_factory=ExpertsConfig)
     scores: ScoresConfig = Field(default_factory=ScoresConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    d3: D3Config = Field(default_factory=D3Config)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 

@@ -29,7 +29,7 @@ from .identity import mismatch, settings
 from .networks import seeded_model
 from .objectives import Objective, Term, objective_class
 from .rundir import CHECKPOINT, read_checkpoint, trim_metrics, write_checkpoint
-from .synthetic import DistilledSet, SyntheticSet
+from .synthetic import DistilledSet, LatentSet, SyntheticSet
 from .utils import directory_lock, generator, resolve_device
 
 __all__ = ["CHECKPOINT", "DistillResult", "read_checkpoint", "run_distillation", "write_checkpoint"]
@@ -37,8 +37,8 @@ __all__ = ["CHECKPOINT", "DistillResult", "read_checkpoint", "run_distillation",
 
 @dataclass
 class DistillResult:
-    artifact: DistilledSet  # the set with the best validation accuracy
-    final: DistilledSet  # the set after the last iteration
+    artifact: DistilledSet | LatentSet  # the set with the best validation accuracy
+    final: DistilledSet | LatentSet  # the set after the last iteration
     best_iteration: int
     best_val: float | None
     path: Path
@@ -56,17 +56,17 @@ def run_identity(cfg: Config, data: PreparedData, objective: Objective) -> dict:
     }
 
 
-def validate_set(cfg: Config, data: PreparedData, view: DistilledSet) -> float | None:
+def validate_set(cfg: Config, data: PreparedData, view: DistilledSet | LatentSet) -> float | None:
     """Mean validation accuracy of `eval_runs` fresh networks trained on the set (same seeds every check,
     so checks compare sets, not initialisations). None without a validation split."""
     if data.val_x.shape[0] == 0:
         return None
     device, accs = data.train_x.device, []
+    source = view.epoch_data(cfg.seed, ("distill-val",), cfg.d3.eval_samples).to_device(device)
     for r in range(cfg.distill.eval_runs):
         model = seeded_model(cfg.model, data.image_shape, data.num_classes, cfg.seed, "distill-val", r)
-        x, y = view.images.to(device), view.targets.to(device)
         args = (data, cfg.eval, view.lr, cfg.distill.eval_epochs, ("distill-val", r), cfg.seed)
-        accs.append(validation_accuracy(model.to(device), x, y, *args))
+        accs.append(validation_accuracy(model.to(device), source.for_network(r), None, *args))
     return sum(accs) / len(accs)
 
 
@@ -161,6 +161,17 @@ def _loop(cfg: Config, out: Path, data: PreparedData | None, store: object, prog
     return _write_artifacts(cfg, data, out, synthetic, objective, init_info, best, best_it, best_val)
 
 
+def logged_seconds(metrics: Path) -> float:
+    """The seconds of every iteration in the metrics log (a resumed run's earlier ones included)."""
+    if not metrics.exists():
+        return 0.0
+    total = 0.0
+    for line in metrics.read_text().splitlines():
+        rec = json.loads(line) if line.strip() else {}
+        total += float(rec.get("seconds", 0.0))
+    return total
+
+
 def step(synthetic: SyntheticSet, term: Term, objective: Objective, it: int) -> None:
     """Stop on a loss that is not finite; else step the set on the term unless the objective skips it."""
     value = float(term.loss.detach())
@@ -182,6 +193,7 @@ def _write_artifacts(
     best_val: float | None,
 ) -> DistillResult:
     meta = artifact_meta(cfg, data, cfg.method)
+    meta["compute"] = {"distill_seconds": round(logged_seconds(out / "metrics.jsonl"), 2)}
     meta["distill"] = {
         "best_iteration": best_it,
         "best_val": best_val,

@@ -25,9 +25,13 @@ from .data.prepared import PreparedData, prepare
 from .errors import StoreError
 from .networks import seeded_model
 from .parallel import Task, executor_for
-from .synthetic import DistilledSet, random_real_indices
+from .synthetic import DistilledSet, LatentSet, random_real_indices
+from .synthetic.artifact import FixedData
+from .synthetic.latent_artifact import LatentEpochs, storage_summary
 from .training import accuracy, train_epoch
 from .utils import generator, resolve_device
+
+EpochData = FixedData | LatentEpochs  # epoch -> (images, targets)
 
 
 def _recipe(model, ecfg: EvalConfig, lr: float, data: PreparedData, seed_tags: tuple, seed: int):
@@ -38,21 +42,28 @@ def _recipe(model, ecfg: EvalConfig, lr: float, data: PreparedData, seed_tags: t
     return opt, order_gen, aug, aug_gen
 
 
-def _epoch(model, x, y, ecfg, opt, epoch, epochs, lr, order_gen, aug, aug_gen) -> float:  # noqa: ANN001
+def _epoch(model, source, ecfg, opt, epoch, epochs, lr, order_gen, aug, aug_gen) -> float:  # noqa: ANN001
     decay_epoch = int(epochs * ecfg.decay_at)
     if epoch == decay_epoch and decay_epoch > 0:
         for group in opt.param_groups:
             group["lr"] *= 0.1
+    x, y = source(epoch)
     loss, _ = train_epoch(model, x, y, opt, ecfg.batch, order_gen, aug, aug_gen)
     if loss != loss:
         raise FloatingPointError(f"evaluation diverged (NaN loss) with lr={lr:g}; pass a smaller eval.lr.")
     return loss
 
 
+def as_source(x: Tensor | EpochData, y: Tensor | None = None) -> EpochData:
+    """The training data of each epoch: `x` itself when it is a source (a distributional set's
+    means plus fresh samples), else the fixed images `x` with targets `y`."""
+    return x if y is None else FixedData(x, y)
+
+
 def validation_accuracy(
     model: torch.nn.Module,
-    x: Tensor,
-    y: Tensor,
+    x: Tensor | EpochData,
+    y: Tensor | None,
     data: PreparedData,
     ecfg: EvalConfig,
     lr: float,
@@ -61,17 +72,19 @@ def validation_accuracy(
     seed: int,
 ) -> float:
     """Train with the evaluation recipe and return the final validation accuracy; never looks at the test
-    set (what distillation uses to choose its best synthetic set)."""
+    set (what distillation uses to choose its best synthetic set). `x` is images (with targets `y`) or
+    an epoch source (`y` None)."""
+    source = as_source(x, y)
     opt, order_gen, aug, aug_gen = _recipe(model, ecfg, lr, data, seed_tags, seed)
     for epoch in range(epochs):
-        _epoch(model, x, y, ecfg, opt, epoch, epochs, lr, order_gen, aug, aug_gen)
+        _epoch(model, source, ecfg, opt, epoch, epochs, lr, order_gen, aug, aug_gen)
     return accuracy(model, data.val_x, data.val_y)
 
 
 def train_and_test(
     model: torch.nn.Module,
-    x: Tensor,
-    y: Tensor,
+    x: Tensor | EpochData,
+    y: Tensor | None,
     data: PreparedData,
     ecfg: EvalConfig,
     lr: float,
@@ -79,14 +92,16 @@ def train_and_test(
     seed_tags: tuple,
     seed: int,
 ) -> dict:
-    """Train `model` on (x, y); choose the checkpoint with the best validation accuracy; test it."""
+    """Train `model` on (x, y) (or the epoch source `x`); choose the checkpoint with the best validation
+    accuracy; test it."""
+    source = as_source(x, y)
     opt, order_gen, aug, aug_gen = _recipe(model, ecfg, lr, data, seed_tags, seed)
     has_val = data.val_x.shape[0] > 0
     best_val, best_state, best_epoch = -1.0, None, epochs
     max_test = 0.0
     checkpoints = set(range(ecfg.val_every, epochs + 1, ecfg.val_every)) | {epochs}
     for epoch in range(epochs):
-        _epoch(model, x, y, ecfg, opt, epoch, epochs, lr, order_gen, aug, aug_gen)
+        _epoch(model, source, ecfg, opt, epoch, epochs, lr, order_gen, aug, aug_gen)
         if epoch + 1 in checkpoints:
             if ecfg.authors_statistic:
                 max_test = max(max_test, accuracy(model, data.test_x, data.test_y))
@@ -126,8 +141,7 @@ def _fresh_model(cfg: Config, name: str, data: PreparedData, tags: tuple) -> tor
 def network_task(
     cfg: Config,
     data: PreparedData,
-    x_syn: Tensor,
-    y_syn: Tensor,
+    synthetic: EpochData,
     name: str,
     subset: Tensor | str | None,
     lr: float,
@@ -137,18 +151,19 @@ def network_task(
 ) -> dict:
     """One evaluation network, an executor task: a fresh `name` with the initial weights of `init_tags`,
     trained with the evaluation recipe (its order and DSA draws from `recipe_tags`) on the synthetic set
-    (`subset` None), on the real images `subset` (training-set indices: a baseline) or on the whole
-    training set (`subset` "all"); `train_and_test`'s row."""
+    (`subset` None: its images, or a distributional set's means and fresh samples drawn for this
+    network), on the real images `subset` (training-set indices: a baseline) or on the whole training
+    set (`subset` "all"); `train_and_test`'s row."""
     model = _fresh_model(cfg, name, data, init_tags)
     ecfg = cfg.eval
     if subset is None:
-        x, y = x_syn, y_syn
+        source = synthetic.for_network(*recipe_tags)
     elif isinstance(subset, str):
-        x, y = data.train_x, data.train_y
+        source = FixedData(data.train_x, data.train_y)
     else:  # a baseline: real images with the distilled set's recipe
         idx = subset.to(data.train_x.device)
-        x, y = data.train_x[idx], data.train_y[idx]
-    return train_and_test(model, x, y, data, ecfg, lr, epochs, recipe_tags, cfg.seed)
+        source = FixedData(data.train_x[idx], data.train_y[idx])
+    return train_and_test(model, source, None, data, ecfg, lr, epochs, recipe_tags, cfg.seed)
 
 
 def evaluation_tasks(
@@ -209,7 +224,7 @@ def check_same_data(art: DistilledSet, data: PreparedData) -> None:
 
 
 def evaluate(
-    art: DistilledSet,
+    art: DistilledSet | LatentSet,
     cfg: Config,
     data: PreparedData | None = None,
     progress: bool = True,
@@ -226,10 +241,10 @@ def evaluate(
         data = prepare(data_config_of(art, cfg.data.root), resolve_device(cfg.device))
     check_same_data(art, data)
     device = data.train_x.device
-    ipc = int(art.meta.get("ipc", cfg.data.ipc))
+    ipc = art.baseline_ipc()  # the random-real baseline's images per class: equal storage
     lr = ecfg.lr or art.lr
     base_lr = ecfg.lr or ecfg.default_lr
-    x_syn, y_syn = art.images.to(device), art.targets.to(device)
+    synthetic = art.epoch_data(cfg.seed, ("eval",), cfg.d3.eval_samples).to_device(device)
 
     coresets = list(dict.fromkeys(ecfg.baselines))
     coreset_idx: dict[str, Tensor] = {}
@@ -241,14 +256,15 @@ def evaluate(
 
     report: dict = {
         "artifact": str(artifact_path) if artifact_path else None,
-        "ipc": ipc,
+        "ipc": int(art.meta.get("ipc", ipc)),
         "method": art.meta.get("method"),
+        "kind": art.kind,
         "results": {},
     }
     rows = executor_for(cfg.executor).map(
         network_task,
         evaluation_tasks(cfg, data, ipc, lr, base_lr, coreset_idx),
-        shared=(cfg, data, x_syn, y_syn),
+        shared=(cfg, data, synthetic),
         desc="evaluate",
         progress=progress,
         device=cfg.device,
@@ -265,11 +281,25 @@ def evaluate(
     if coresets:
         report["baselines"] = {m: {name: summary(name, m) for name in ecfg.models} for m in coresets}
     report["lr"] = {"distilled": lr, "random_baseline": base_lr}
+    # the three axes: accuracy (above), storage and compute
+    report["storage"] = art.storage()
+    if ecfg.baseline:
+        report["random_baseline_ipc"] = ipc
+        report["random_baseline_storage"] = real_storage(ipc, data)
+    report["compute"] = art.meta.get("compute", {})
     report["protocol"] = {
         **ecfg.model_dump(),
         "checkpoint_selection": "validation" if data.val_x.shape[0] else "final",
     }
     return report
+
+
+def real_storage(ipc: int, data: PreparedData) -> dict:
+    """The storage of `ipc` real images per class with hard labels (a baseline's)."""
+    c, h, w = data.image_shape
+    n = ipc * data.num_classes
+    parts = {"images": n * c * h * w * 4, "labels": n * 8, "lr": 4, "decoders": 0, "latents": 0}
+    return storage_summary(parts, n * c * h * w + 1, data.num_classes, data.image_shape)
 
 
 CORESET_COLUMNS = {"herding": "herding (fixed subset)", "kcenter": "k-center (fixed subset)"}

@@ -20,7 +20,7 @@ import math
 
 from pydantic import BaseModel
 
-from .config import DistillConfig, EvalConfig, ExpertsConfig, ScoresConfig
+from .config import D3Config, DistillConfig, EvalConfig, ExpertsConfig, ScoresConfig
 
 
 def _same(a: object, b: object) -> bool:
@@ -50,6 +50,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "experts": ExpertsConfig,
     "scores": ScoresConfig,
     "distill": DistillConfig,
+    "d3": D3Config,
     "eval": EvalConfig,
 }
 

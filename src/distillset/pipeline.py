@@ -20,7 +20,7 @@ from .errors import ConfigError, DistillsetError
 from .evaluate import evaluate
 from .experts.store import TrajectoryStore
 from .objectives import objective_class
-from .synthetic import DistilledSet
+from .synthetic import DistilledSet, LatentSet
 from .utils import resolve_device, write_json, write_text
 
 T = TypeVar("T")
@@ -103,6 +103,22 @@ def run_pipeline(
     data = data if data is not None else prepare(cfg.data, resolve_device(cfg.device))
     write_config(out, cfg, overwrite=False)
     t0 = time.perf_counter()
+    if objective_class(cfg.distill.objective).subtasks:  # D3: experts and distillation per class block
+        from .federated import distill_subtasks
+
+        result = interruptible(lambda: distill_subtasks(cfg, data, out, progress=progress, echo=say), out)
+        return _finish(
+            cfg,
+            data,
+            out,
+            result,
+            None,
+            {"subtasks": round(time.perf_counter() - t0, 1)},
+            evaluate_set,
+            baseline,
+            progress,
+            say,
+        )
     if store is None:
         where = Path(experts_dir) if experts_dir is not None else out / "experts"
         stage = partial(
@@ -115,20 +131,43 @@ def run_pipeline(
     result = interruptible(lambda: run_distillation(cfg, out, data, store, progress=progress), out)
     t2 = time.perf_counter()
     seconds = {"experts": round(t1 - t0, 1), "distill": round(t2 - t1, 1)}
+    return _finish(cfg, data, out, result, store, seconds, evaluate_set, baseline, progress, say)
+
+
+def _finish(
+    cfg: Config,
+    data: PreparedData,
+    out: Path,
+    result: DistillResult,
+    store: TrajectoryStore | None,
+    seconds: dict,
+    evaluate_set: bool,
+    baseline: bool,
+    progress: bool,
+    say: Callable[[str], None],
+) -> RunResult:
     write_config(out, cfg, overwrite=True)
     say(distilled_line(result))
     report = None
     if evaluate_set:
+        t0 = time.perf_counter()
         if not baseline:
             cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"baseline": False})})
         report = evaluate(result.artifact, cfg, data, progress=progress, artifact_path=out / "distilled")
         write_json(out / "evaluation.json", report)
-        seconds["evaluate"] = round(time.perf_counter() - t2, 1)
+        seconds["evaluate"] = round(time.perf_counter() - t0, 1)
     return RunResult(result, report, store, seconds)
 
 
 def distilled_line(result: DistillResult) -> str:
     where = result.path / "distilled"
+    blocks = result.artifact.meta.get("distill", {}).get("subtasks")
+    if blocks:
+        storage = result.artifact.storage()
+        return (
+            f"distributional set of {len(blocks)} sub-task{'s' if len(blocks) != 1 else ''} written to "
+            f"{where}: {storage['floats']:,} floats stored ({storage['ipc_equivalent']:.2f} IPC-equivalents)"
+        )
     if result.best_val is None:
         return f"distilled set (last iteration; no validation split) written to {where}"
     return (
@@ -139,7 +178,7 @@ def distilled_line(result: DistillResult) -> str:
 
 def distill(
     cfg: Config, out: str | Path | None = None, data: PreparedData | None = None, progress: bool = True
-) -> DistilledSet:
+) -> DistilledSet | LatentSet:
     """Experts (trained or reused from `out/experts`) then distillation; returns the chosen artifact.
 
     `out` defaults to `runs/<method>-<dataset>-ipc<K>`; calling again continues or reuses that run.

@@ -2,10 +2,11 @@
 
 - `trajectory` (MTT, DATM, PAD, AST): a student trained on the set imitates an expert's trajectory;
 - `gradient` (DC, DSA): a network's gradients on the set match those on real batches;
-- `distribution` (DM): a random network's mean embeddings of the set match those of real batches.
+- `distribution` (DM): a random network's mean embeddings of the set match those of real batches;
+- `d3` (D3): trajectory matching then an MMD step, on latent priors and a decoder (`mmd`).
 """
 
-from . import distribution, gradient, trajectory  # noqa: F401  (each registers its objective)
+from . import d3, distribution, gradient, trajectory  # noqa: F401  (each registers its objective)
 from .base import OBJECTIVES, Objective, Term, objective_class, register_objective
 from .trajectory import (
     ParameterMatch,

@@ -38,6 +38,7 @@ class Objective(ABC):
 
     name: ClassVar[str]
     needs_experts: ClassVar[bool] = False  # the pipeline trains experts first when set
+    subtasks: ClassVar[bool] = False  # the pipeline distils class blocks alone and merges (federated.py)
 
     @classmethod
     def check(cls, cfg: Config) -> None:

@@ -18,6 +18,7 @@ from torch import Tensor
 from .. import __version__
 from ..errors import StoreError
 from ..utils import atomic_write, read_json, write_json
+from .latent_artifact import LatentSet, storage_summary
 
 FORMAT = "distillset.distilled/1"
 
@@ -68,17 +69,46 @@ class DistilledSet:
             out["label_logits"] = self.label_logits.detach().to("cpu", torch.float32).contiguous()
         return out
 
+    kind = "images"
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        if "num_classes" in self.meta:
+            return int(self.meta["num_classes"])
+        if self.label_logits is not None:
+            return int(self.label_logits.shape[1])
+        return int(self.labels.max()) + 1
+
+    def baseline_ipc(self) -> int:
+        """Random real images per class for the baseline: the artifact's own IPC."""
+        return int(self.meta.get("ipc", 1))
+
+    def epoch_data(self, seed: int, tags: tuple, samples: int = 1) -> FixedData:
+        """The training data of every epoch: the images and targets themselves."""
+        return FixedData(self.images, self.targets)
+
     def storage_bytes(self) -> dict[str, int]:
         """Bytes of each stored part (the 'storage' axis when methods are compared)."""
+        return self.storage()["bytes"]
+
+    def storage(self) -> dict:
+        """Bytes per part (images, labels, lr; no decoders or latents), the stored floats and their
+        IPC-equivalents (see `storage_summary`): hard labels are integers, label logits floats."""
         t = self.tensors()
         lab = t["labels"] if "labels" in t else t["label_logits"]
         parts = {
             "images": t["images"].numel() * t["images"].element_size(),
             "labels": lab.numel() * lab.element_size(),
             "lr": t["lr"].element_size(),
+            "decoders": 0,
+            "latents": 0,
         }
-        parts["total"] = sum(parts.values())
-        return parts
+        floats = t["images"].numel() + 1 + (lab.numel() if lab.is_floating_point() else 0)
+        return storage_summary(parts, floats, self.num_classes, self.image_shape)
 
     def manifest(self) -> dict:
         return {
@@ -87,9 +117,11 @@ class DistilledSet:
             **self.meta,
             "num_images": int(self.images.shape[0]),
             "image_shape": list(self.images.shape[1:]),
+            "kind": self.kind,
             "label_kind": self.label_kind,
             "lr": float(self.lr),
             "storage_bytes": self.storage_bytes(),
+            "storage": self.storage(),
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -101,8 +133,12 @@ class DistilledSet:
         write_json(directory / "manifest.json", self.manifest())
         return directory
 
+    def to_device(self, device: torch.device | str) -> DistilledSet:
+        return self
+
     @classmethod
-    def load(cls, directory: str | Path) -> DistilledSet:
+    def load(cls, directory: str | Path) -> DistilledSet | LatentSet:
+        """Read an artifact of either kind: images (this class) or distributional (a `LatentSet`)."""
         directory = Path(directory)
         mpath, tpath = directory / "manifest.json", directory / "synthetic.safetensors"
         if not mpath.exists() or not tpath.exists():
@@ -115,6 +151,8 @@ class DistilledSet:
             t = load_file(str(tpath))
         except (json.JSONDecodeError, SafetensorError, OSError) as e:
             raise StoreError(f"the artifact in {directory} is corrupt ({e}); make it again.") from e
+        if manifest.get("format") == FORMAT and manifest.get("kind") == LatentSet.kind:
+            return LatentSet.from_files(directory, manifest, t)
         if manifest.get("format") != FORMAT or "images" not in t or "lr" not in t:
             raise StoreError(f"{directory} is not a {FORMAT} artifact.")
         derived = {
@@ -125,6 +163,8 @@ class DistilledSet:
             "label_kind",
             "lr",
             "storage_bytes",
+            "storage",
+            "kind",
         }
         meta = {k: v for k, v in manifest.items() if k not in derived}
         return cls(
@@ -134,3 +174,19 @@ class DistilledSet:
             label_logits=t.get("label_logits"),
             meta=meta,
         )
+
+
+class FixedData:
+    """The same images and targets every epoch (an image artifact's training data)."""
+
+    def __init__(self, x: Tensor, y: Tensor):
+        self.x, self.y = x, y
+
+    def to_device(self, device: torch.device | str) -> FixedData:
+        return FixedData(self.x.to(device), self.y.to(device))
+
+    def for_network(self, *tags: object) -> FixedData:
+        return self
+
+    def __call__(self, epoch: int) -> tuple[Tensor, Tensor]:
+        return self.x, self.y

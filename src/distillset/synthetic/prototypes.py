@@ -42,6 +42,9 @@ class Prototypes(SyntheticSet):
             for k, (lr_k, mom) in learn.items()
         }
 
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
     @property
     def lr(self) -> Tensor:
         return self._lr

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from ..inner.plan import InnerPlan
 from .artifact import DistilledSet
 
 
@@ -25,6 +26,17 @@ class SyntheticSet(ABC):
     @abstractmethod
     def decode(self) -> tuple[Tensor, Tensor]:
         """The images and targets a network trains on (differentiable in the parameters)."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """How many items (images, priors) the inner loop's mini-batches index."""
+
+    def inner_batches(self, plan: InnerPlan, gen: torch.Generator) -> tuple[Tensor, Tensor, InnerPlan]:
+        """What a student trains on in one inner loop of `plan`: images, targets and the plan indexing
+        them. By default the decoded set itself; a distributional set decodes a fresh sample of each
+        step's batch (drawing from `gen`)."""
+        images, targets = self.decode()
+        return images, targets, plan
 
     @property
     @abstractmethod

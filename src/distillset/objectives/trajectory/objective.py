@@ -280,9 +280,8 @@ class TrajectoryMatching(Objective):
         upper = start_epoch_upper(dcfg, it)
         start_epoch = sample_start_epoch(dcfg, it, gen)
         start = self.store.snapshot(expert, start_epoch, device=device)
-        num_images = synthetic.images.shape[0]
         plan = sample_plan(
-            num_images, dcfg.syn_steps, dcfg.batch_syn, self.image_size, self.strategy, gen, device
+            len(synthetic), dcfg.syn_steps, dcfg.batch_syn, self.image_size, self.strategy, gen, device
         )
         if dcfg.perturb_alpha:  # AST: the start point's conv weights only; the student starts there
             start = perturb_conv_weights(start, self.student.layout, dcfg.perturb_alpha, gen)
@@ -290,7 +289,7 @@ class TrajectoryMatching(Objective):
         inner = self.student
         if dcfg.balance_loss:
             inner = dataclasses.replace(inner, loss_scale=balance_factor(start_epoch, dcfg.max_start_epoch))
-        images, targets = synthetic.decode()
+        images, targets, plan = synthetic.inner_batches(plan, gen)  # D3: a fresh sample per step
         loss = meta_loss(dcfg.engine, inner, start, images, targets, synthetic.lr, plan, matches)
         value = float(loss.detach())
         skipped = dcfg.threshold is not None and value > dcfg.threshold

@@ -1,0 +1,273 @@
+"""The distributional artifact (D3): decoders, latent priors, soft labels and learned lrs, per sub-task.
+
+`synthetic.safetensors` holds, for each class block k, `block{k}.latents` (N_k x z x 2: mu and
+log sigma^2 per prior), `block{k}.decoder.<name>` (the block's decoder) and `block{k}.alpha` (its raw
+learned lr); then `soft_labels` (N x C probabilities, one C-vector per prior, from one all-class expert)
+or `labels` (hard, global). `manifest.json` holds the decoder spec, the blocks' class offsets, `lpc` and
+the storage count. A network trains, each epoch, on every prior's decoded mean plus `samples` fresh
+samples per prior; a sample inherits its prior's label.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import __version__
+from ..errors import StoreError
+from ..utils import atomic_write, generator, write_json
+from .decoders import Decoder, DecoderSpec
+
+FORMAT = "distillset.distilled/1"
+KIND = "distributional"
+FLOAT_BYTES = 4
+INT_BYTES = 8
+
+
+def storage_summary(parts_bytes: dict[str, int], floats: int, num_classes: int, image_shape) -> dict:
+    """Bytes per part, the count of stored floats, and that count in IPC-equivalents: floats over
+    C x C_in x H x W, the floats of one real image per class. Hard labels are integers: they count in
+    bytes, not in floats."""
+    per_ipc = num_classes * math.prod(image_shape)
+    return {
+        "bytes": {**parts_bytes, "total": sum(parts_bytes.values())},
+        "floats": int(floats),
+        "ipc_equivalent": floats / per_ipc if per_ipc else float("nan"),
+    }
+
+
+def _step(alpha: float) -> float:
+    return float(F.leaky_relu(torch.tensor(alpha), 0.01)) + 1e-4
+
+
+@dataclass
+class LatentSet:
+    """A distributional distilled set: `blocks` of (offset, num_classes, latents, decoder, alpha)."""
+
+    spec: DecoderSpec
+    blocks: list[dict]
+    lpc: int
+    soft_labels: Tensor | None = None
+    meta: dict = field(default_factory=dict)
+    kind = KIND
+
+    def __post_init__(self) -> None:
+        n = sum(int(b["latents"].shape[0]) for b in self.blocks)
+        if self.soft_labels is not None and self.soft_labels.shape[0] != n:
+            raise ValueError(f"{n} priors but {self.soft_labels.shape[0]} soft labels.")
+
+    # -- what it is ------------------------------------------------------------------------------
+    @property
+    def num_priors(self) -> int:
+        return sum(int(b["latents"].shape[0]) for b in self.blocks)
+
+    @property
+    def num_classes(self) -> int:
+        return sum(int(b["num_classes"]) for b in self.blocks)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.spec.channels, self.spec.height, self.spec.width
+
+    @property
+    def label_kind(self) -> str:
+        return "soft" if self.soft_labels is not None else "hard"
+
+    @property
+    def lr(self) -> float:
+        """The evaluation lr: the blocks' learned step sizes LeakyReLU(alpha) + 1e-4, weighted by
+        their number of classes (one block: its own)."""
+        total = sum(b["num_classes"] * _step(b["alpha"]) for b in self.blocks)
+        return total / self.num_classes
+
+    @property
+    def hard_labels(self) -> Tensor:
+        """Global labels: the block's offset plus the local label, lpc per class."""
+        return torch.cat(
+            [b["offset"] + torch.arange(b["num_classes"]).repeat_interleave(self.lpc) for b in self.blocks]
+        )
+
+    @property
+    def targets(self) -> Tensor:
+        """What a network trains on: soft labels as log-probabilities (softmax gives them back), or
+        the hard labels."""
+        if self.soft_labels is None:
+            return self.hard_labels
+        return torch.log(self.soft_labels.clamp_min(1e-30))
+
+    def baseline_ipc(self) -> int:
+        """Random real images per class at the same storage (at least one)."""
+        return max(1, round(self.storage()["ipc_equivalent"]))
+
+    # -- decoding --------------------------------------------------------------------------------
+    def decoders(self, device: torch.device | str = "cpu") -> list[Decoder]:
+        out = []
+        for b in self.blocks:
+            dec = Decoder(self.spec)
+            dec.load_state_dict(b["decoder"])
+            out.append(dec.to(device).eval())
+        return out
+
+    @torch.no_grad()
+    def means(self, device: torch.device | str = "cpu") -> Tensor:
+        """Every prior's decoded mean (each block's priors decoded as one batch)."""
+        decs = self.decoders(device)
+        return torch.cat([d(b["latents"][..., 0].to(device)) for d, b in zip(decs, self.blocks, strict=True)])
+
+    @torch.no_grad()
+    def samples(self, gen: torch.Generator, draws: int = 1, device: torch.device | str = "cpu") -> Tensor:
+        """`draws` x N fresh samples: each draw decodes every block's priors as one batch."""
+        from .distributional import sample_latents
+
+        decs = self.decoders(device)
+        rows = []
+        for _ in range(draws):
+            rows.append(
+                torch.cat(
+                    [
+                        d(sample_latents(b["latents"].to(device), gen))
+                        for d, b in zip(decs, self.blocks, strict=True)
+                    ]
+                )
+            )
+        return torch.stack(rows)
+
+    def epoch_data(self, seed: int, tags: tuple, samples: int = 1) -> LatentEpochs:
+        return LatentEpochs(self, seed, tags, samples)
+
+    # -- storage ---------------------------------------------------------------------------------
+    def storage(self) -> dict:
+        dec = sum(int(v.numel()) for b in self.blocks for v in b["decoder"].values())
+        lat = sum(int(b["latents"].numel()) for b in self.blocks)
+        lr = len(self.blocks)
+        if self.soft_labels is not None:
+            lab_floats, lab_bytes = int(self.soft_labels.numel()), int(self.soft_labels.numel()) * FLOAT_BYTES
+        else:
+            lab_floats, lab_bytes = 0, self.num_priors * INT_BYTES
+        parts = {
+            "images": 0,
+            "labels": lab_bytes,
+            "lr": lr * FLOAT_BYTES,
+            "decoders": dec * FLOAT_BYTES,
+            "latents": lat * FLOAT_BYTES,
+        }
+        return storage_summary(parts, dec + lat + lr + lab_floats, self.num_classes, self.image_shape)
+
+    # -- files -----------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for k, b in enumerate(self.blocks):
+            out[f"block{k}.latents"] = b["latents"].detach().to("cpu", torch.float32).contiguous()
+            out[f"block{k}.alpha"] = torch.tensor(float(b["alpha"]), dtype=torch.float32)
+            for name, v in b["decoder"].items():
+                out[f"block{k}.decoder.{name}"] = v.detach().to("cpu", torch.float32).clone()
+        if self.soft_labels is not None:
+            out["soft_labels"] = self.soft_labels.detach().to("cpu", torch.float32).contiguous()
+        else:
+            out["labels"] = self.hard_labels.to(torch.int64).contiguous()
+        return out
+
+    def manifest(self) -> dict:
+        storage = self.storage()
+        return {
+            "format": FORMAT,
+            "kind": KIND,
+            "distillset_version": __version__,
+            **self.meta,
+            "decoder": self.spec.to_dict(),
+            "blocks": [
+                {"offset": int(b["offset"]), "num_classes": int(b["num_classes"])} for b in self.blocks
+            ],
+            "lpc": self.lpc,
+            "num_priors": self.num_priors,
+            "image_shape": list(self.image_shape),
+            "label_kind": self.label_kind,
+            "lr": self.lr,
+            "storage_bytes": storage["bytes"],
+            "storage": storage,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = self.tensors()
+        atomic_write(directory / "synthetic.safetensors", lambda p: save_file(tensors, str(p)))
+        write_json(directory / "manifest.json", self.manifest())
+        return directory
+
+    @classmethod
+    def from_files(cls, directory: Path, manifest: dict, t: dict[str, Tensor]) -> LatentSet:
+        try:
+            spec = DecoderSpec.from_dict(manifest["decoder"])
+            blocks = []
+            for k, b in enumerate(manifest["blocks"]):
+                prefix = f"block{k}.decoder."
+                blocks.append(
+                    {
+                        "offset": int(b["offset"]),
+                        "num_classes": int(b["num_classes"]),
+                        "latents": t[f"block{k}.latents"],
+                        "alpha": float(t[f"block{k}.alpha"]),
+                        "decoder": {n[len(prefix) :]: v for n, v in t.items() if n.startswith(prefix)},
+                    }
+                )
+            lpc = int(manifest["lpc"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise StoreError(
+                f"the distributional artifact in {directory} is incomplete ({e}); make it again."
+            ) from e
+        derived = {
+            "format",
+            "kind",
+            "distillset_version",
+            "decoder",
+            "blocks",
+            "lpc",
+            "num_priors",
+            "image_shape",
+            "label_kind",
+            "lr",
+            "storage_bytes",
+            "storage",
+        }
+        meta = {k: v for k, v in manifest.items() if k not in derived}
+        return cls(spec, blocks, lpc, t.get("soft_labels"), meta)
+
+    def to_device(self, device: torch.device | str) -> LatentSet:
+        return self  # decoded on the device by `epoch_data`; the tensors stay on the CPU
+
+
+class LatentEpochs:
+    """The training data of one network, epoch by epoch: every decoded mean plus `samples` fresh
+    samples per prior (drawn from (seed, tags, epoch): the same on every run and after a resume)."""
+
+    def __init__(
+        self, art: LatentSet, seed: int, tags: tuple, samples: int = 1, device: str | torch.device = "cpu"
+    ):
+        self.art, self.seed, self.tags, self.draws = art, seed, tags, samples
+        self.device = torch.device(device)
+        self._means: Tensor | None = None
+        self._targets: Tensor | None = None
+
+    def to_device(self, device: torch.device | str) -> LatentEpochs:
+        return LatentEpochs(self.art, self.seed, self.tags, self.draws, device)
+
+    def for_network(self, *tags: object) -> LatentEpochs:
+        return LatentEpochs(self.art, self.seed, (*self.tags, *tags), self.draws, self.device)
+
+    def __call__(self, epoch: int) -> tuple[Tensor, Tensor]:
+        if self._means is None:
+            self._means = self.art.means(self.device)
+            self._targets = self.art.targets.to(self.device)
+        gen = generator(self.seed, *self.tags, "samples", epoch)
+        drawn = self.art.samples(gen, self.draws, self.device).flatten(0, 1)
+        x = torch.cat([self._means, drawn])
+        y = torch.cat([self._targets] * (1 + self.draws))
+        return x, y

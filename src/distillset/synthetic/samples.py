@@ -1,0 +1,57 @@
+"""Materialise a distributional artifact as images: `samples.safetensors` and one PNG per image.
+
+The images are stored as the network sees them (the artifact's preprocessing applied); the PNGs undo
+a mean/std normalisation (ZCA'd data are shown min-max scaled per image, as the ZCA matrix is not in
+the artifact).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from torch import Tensor
+
+from ..utils import atomic_write, generator, write_json
+from .latent_artifact import LatentSet
+
+
+def _viewable(x: Tensor, preprocessing: dict) -> Tensor:
+    """Images in [0, 1] for a person to look at."""
+    if preprocessing.get("kind") == "normalize":
+        mean = torch.tensor(preprocessing["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(preprocessing["std"]).view(1, -1, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+    lo = x.flatten(1).amin(1).view(-1, 1, 1, 1)
+    hi = x.flatten(1).amax(1).view(-1, 1, 1, 1)
+    return (x - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def write_samples(art: LatentSet, n: int, out: Path, seed: int = 0) -> int:
+    """Every prior's decoded mean and `n` fresh samples of it (drawn from `seed`); returns the count."""
+    means = art.means()
+    drawn = art.samples(generator(seed, "sample"), n).flatten(0, 1) if n else means[:0]
+    images = torch.cat([means, drawn])
+    labels = art.hard_labels.repeat(1 + n)
+    kinds = ["mean"] * art.num_priors + ["sample"] * (n * art.num_priors)
+    tensors = {"images": images.contiguous(), "labels": labels.contiguous()}
+    if art.soft_labels is not None:
+        tensors["soft_labels"] = art.soft_labels.repeat(1 + n, 1).contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "samples.safetensors", lambda p: save_file(tensors, str(p)))
+    pixels = (_viewable(images, art.meta.get("preprocessing", {})) * 255).round().to(torch.uint8)
+    names = art.meta.get("class_names") or [str(c) for c in range(art.num_classes)]
+    for i, (img, label, kind) in enumerate(zip(pixels, labels.tolist(), kinds, strict=True)):
+        folder = out / "png" / f"{label:03d}-{names[label]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        a = img.permute(1, 2, 0).numpy()
+        Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(
+            folder / f"{kind}-{i % art.num_priors:05d}-{i:06d}.png"
+        )
+    write_json(
+        out / "samples.json",
+        {"means": art.num_priors, "samples_per_prior": n, "seed": seed, "images": int(images.shape[0])},
+    )
+    return int(images.shape[0])
