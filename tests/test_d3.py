@@ -299,3 +299,37 @@ def test_d3_presets_resolve():
     for name in ("d3-digits", "d3-fashion-mnist"):
         cfg = load_config(name)
         assert cfg.distill.objective == "d3" and cfg.distill.dsa is False
+
+
+# ALGORITHMS.md §6, the authors' ImageNet-1K settings:
+# decoder, lpc, z, K, max_start, lr_latent, lr_lr, alpha0, lr_decode, iterations, batch_syn,
+# mmd_samples, label epoch
+AUTHORS = {
+    "d3-imagenet64-1ipc": ("small", 1, 64, 5, 27, 3e-4, 1e-6, 0.01, 3e-4, 10000, 200, 30, 9),
+    "d3-imagenet64-2ipc": ("medium", 2, 2048, 2, 10, 5e-3, 5e-6, 0.015, 8e-5, 10000, 250, 12, 12),
+    "d3-imagenet64-10ipc": ("large", 10, 4096, 5, 27, 5e-3, 1e-6, 0.008, 8e-5, 8000, 250, 20, 13),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AUTHORS))
+def test_imagenet_presets_hold_the_authors_settings(name):
+    cfg = load_config(name)
+    d, t = cfg.d3, cfg.distill
+    got = (
+        d.decoder,
+        d.lpc,
+        d.z_dim,
+        d.subtasks,
+        t.max_start_epoch,
+        d.lr_latent,
+        t.lr_lr,
+        t.lr_init,
+        d.lr_decode,
+        t.iterations,
+        t.batch_syn,
+        d.mmd_samples,
+        d.label_epoch,
+    )
+    assert got == AUTHORS[name]
+    assert (t.syn_steps, t.expert_epochs, cfg.data.name, cfg.model.depth) == (10, 2, "imagenet64", 4)
+    assert cfg.experts.train_epochs >= t.max_start_epoch + t.expert_epochs

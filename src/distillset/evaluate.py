@@ -307,9 +307,17 @@ CORESET_COLUMNS = {"herding": "herding (fixed subset)", "kcenter": "k-center (fi
 
 def format_report(report: dict) -> str:
     """A plain-text table: accuracy (%) mean +- std per architecture, beside the random baseline."""
-    cols = ["model", f"{report.get('method') or 'distilled'} (IPC {report['ipc']})"]
+    method = report.get("method") or "distilled"
+    if report.get("kind") == "distributional":
+        cols = ["model", f"{method} ({report['storage']['ipc_equivalent']:.2f} IPC-equivalents)"]
+        random_col = (
+            f"random real (IPC {report.get('random_baseline_ipc')}: the same storage, a fresh subset per run)"
+        )
+    else:
+        cols = ["model", f"{method} (IPC {report['ipc']})"]
+        random_col = "random real (a fresh subset per run)"
     if "random_baseline" in report:
-        cols.append("random real (a fresh subset per run)")
+        cols.append(random_col)
     extra = list(report.get("baselines", {}))
     cols += [CORESET_COLUMNS.get(method, f"{method} (fixed subset)") for method in extra]
     if "full_data" in report:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from distillset.data import list_datasets, load_dataset, sources
+from distillset.data import list_datasets, load_dataset
 from distillset.errors import DataError
 
 
@@ -99,8 +99,8 @@ def test_imagenet32_round_trip(tmp_path):
     assert ds.test.y.tolist() == [k - 1 for k in files["val_labels"]]
     # A subset of the first 5 classes has 5 classes, named by index without map_clsloc.txt.
     assert ds.num_classes == 5 and ds.class_names == [f"class_{k:03d}" for k in range(5)]
-    mean, std = sources._channel_stats(ds.train.x)
-    assert ds.mean == mean and ds.std == std
+    # ImageNet's standard statistics (computing them over 1.28M images would not fit beside the set)
+    assert ds.mean == [0.485, 0.456, 0.406] and ds.std == [0.229, 0.224, 0.225]
 
 
 def test_imagenet64_through_load_dataset(tmp_path):
