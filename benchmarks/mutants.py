@@ -369,6 +369,32 @@ MUTANTS = [
             "tests/objectives/test_gradient_distribution.py::test_pad_data_selection_drops_each_class_end_of_the_pool",
         ),
     ),
+    Mutant(
+        "d3-drops-remainder-classes",
+        "D3's sub-tasks cover every class when K does not divide C (the authors drop the remainder)",
+        "federated.py",
+        (("        hi = lo + base + (1 if i < extra else 0)", "        hi = lo + base"),),
+        ("tests/test_d3.py::test_class_blocks_cover_every_class_contiguously",),
+    ),
+    Mutant(
+        "d3-mmd-biased",
+        "D3's MMD is the unbiased estimate (the diagonal of K_XX and K_YY left out)",
+        "objectives/mmd.py",
+        (("    xx = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))", "    xx = kxx.sum() / (m * m)"),),
+        ("tests/test_d3.py::test_unbiased_mmd_matches_a_hand_example",),
+    ),
+    Mutant(
+        "d3-one-sample-per-loop",
+        "D3's trajectory step decodes a fresh sample at every inner step",
+        "synthetic/distributional.py",
+        (
+            (
+                "            images.append(self.decoder(sample_latents(self.latents[idx], gen)))",
+                "            images.append(self.decoder(self.latents[idx][..., 0]))",
+            ),
+        ),
+        ("tests/test_d3.py::test_a_fresh_sample_at_every_inner_step",),
+    ),
 ]
 
 

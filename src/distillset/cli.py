@@ -65,9 +65,15 @@ def presets(name: str | None) -> None:
 def experts(items: tuple[str, ...], out: str | None) -> None:
     """Train expert trajectories: distillset experts [PRESET_OR_YAML] [key=value ...]."""
     from .experts.train import train_experts
+    from .objectives import objective_class
     from .pipeline import write_config
 
     source, cfg = _resolve(items)
+    if objective_class(cfg.distill.objective).subtasks:
+        raise DistillsetError(
+            f"distill.objective={cfg.distill.objective} trains its experts per class block (sub-task) "
+            "inside `distillset run`; run that instead."
+        )
     run = _run_dir(out, source)
     write_config(run, cfg, overwrite=False)
     store = train_experts(cfg, run / "experts")

@@ -166,13 +166,13 @@ def distill_subtasks(
     blocks = class_blocks(data.num_classes, cfg.d3.subtasks)
     ex = cfg.executor
     root = out if ex.shared_storage or ex.kind == "local" else None
-    inner_progress = progress and ex.kind == "local" and len(blocks) == 1
+    inner_progress = progress and ex.kind == "local"  # a worker's bars would not reach this terminal
     rows = executor_for(ex).map(
         subtask_task,
         [Task(f"subtask-{k}", (k, lo, hi, inner_progress)) for k, (lo, hi) in enumerate(blocks)],
         shared=(cfg, data, root),
         desc="sub-tasks",
-        progress=progress and not inner_progress,
+        progress=progress,
         device=cfg.device,
     )
     parts = [rows[f"subtask-{k}"] for k in range(len(blocks))]
