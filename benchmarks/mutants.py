@@ -154,8 +154,8 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                f"{I8}x, y = data.train_x[idx], data.train_y[idx]\n",
-                f"{I8}x, y = data.train_x[idx], data.train_y[idx]\n"
+                f"{I8}source = FixedData(data.train_x[idx], data.train_y[idx])\n",
+                f"{I8}source = FixedData(data.train_x[idx], data.train_y[idx])\n"
                 f'{I8}ecfg = ecfg.model_copy(update={{"decay_at": 1.0}})\n',
             ),
         ),
@@ -167,8 +167,8 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                f"{I8}x, y = data.train_x[idx], data.train_y[idx]\n",
-                f"{I8}x, y = data.train_x[idx], data.train_y[idx]\n"
+                f"{I8}source = FixedData(data.train_x[idx], data.train_y[idx])\n",
+                f"{I8}source = FixedData(data.train_x[idx], data.train_y[idx])\n"
                 f'{I8}ecfg = ecfg.model_copy(update={{"dsa": False}})\n',
             ),
         ),

@@ -28,7 +28,7 @@ from ..synthetic.distributional import LatentPriors
 from ..utils import generator
 from .base import Objective, Term, register_objective
 from .mmd import MMDStep
-from .trajectory import TrajectoryMatching, check_schedule, open_experts
+from .trajectory import TrajectoryMatching, open_experts
 
 # d3 keys that do not change a sub-task's distillation (they act after it: the labels, the evaluation,
 # the split into blocks, which shows in the data's fingerprint anyway)
@@ -41,16 +41,11 @@ class D3Matching(Objective):
     needs_experts = True
     subtasks = True  # the pipeline distils each class block alone and merges (federated.py)
 
-    @classmethod
-    def check(cls, cfg: Config) -> None:
-        check_schedule(cfg.distill, cfg.experts.train_epochs)
+    check = TrajectoryMatching.check  # the same start-epoch window over the (sub-task's) experts
 
     @classmethod
-    def build(
-        cls, cfg: Config, data: PreparedData, run: Path, store: TrajectoryStore | None, progress: bool
-    ) -> D3Matching:
-        store = store if store is not None else open_experts(cfg, data, run / "experts")
-        return cls(cfg, data, store)
+    def build(cls, cfg: Config, data: PreparedData, run: Path, store: object, progress: bool) -> D3Matching:
+        return cls(cfg, data, store if store is not None else open_experts(cfg, data, run / "experts"))
 
     def __init__(self, cfg: Config, data: PreparedData, store: TrajectoryStore):
         self.cfg, self.data, self.store = cfg, data, store

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from .. import __version__
 from ..errors import StoreError
-from ..utils import atomic_write, read_json, write_json
-from .latent_artifact import LatentSet, storage_summary
+from ..utils import read_json
+from .latent_artifact import LatentSet, save_artifact, storage_summary
 
 FORMAT = "distillset.distilled/1"
 
@@ -126,12 +126,7 @@ class DistilledSet:
 
     def save(self, directory: str | Path) -> Path:
         """Write the artifact; the manifest goes last, so a directory with a manifest is complete."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = self.tensors()
-        atomic_write(directory / "synthetic.safetensors", lambda p: save_file(tensors, str(p)))
-        write_json(directory / "manifest.json", self.manifest())
-        return directory
+        return save_artifact(directory, self.tensors(), self.manifest())
 
     def to_device(self, device: torch.device | str) -> DistilledSet:
         return self

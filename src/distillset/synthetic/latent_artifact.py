@@ -41,6 +41,18 @@ def storage_summary(parts_bytes: dict[str, int], floats: int, num_classes: int, 
     }
 
 
+def save_artifact(directory: str | Path, tensors: dict[str, Tensor], manifest: dict) -> Path:
+    """Write an artifact of either kind; the manifest goes last, so a directory with a manifest is
+    complete."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / "synthetic.safetensors", lambda p: save_file(tensors, str(p)))
+    write_json(directory / "manifest.json", manifest)
+    return directory
+
+
 def _step(alpha: float) -> float:
     return float(F.leaky_relu(torch.tensor(alpha), 0.01)) + 1e-4
 
@@ -193,14 +205,7 @@ class LatentSet:
         }
 
     def save(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = self.tensors()
-        atomic_write(directory / "synthetic.safetensors", lambda p: save_file(tensors, str(p)))
-        write_json(directory / "manifest.json", self.manifest())
-        return directory
+        return save_artifact(directory, self.tensors(), self.manifest())
 
     @classmethod
     def from_files(cls, directory: Path, manifest: dict, t: dict[str, Tensor]) -> LatentSet:
