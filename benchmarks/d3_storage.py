@@ -32,9 +32,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from distillset.config import load_config  # noqa: E402
 from distillset.pipeline import run_pipeline  # noqa: E402
 from distillset.provenance import provenance  # noqa: E402
+from distillset.synthetic.latent_artifact import image_storage as stored  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-PER_IPC = 10 * 784
 BUDGETS = {
     1: [],
     10: ["d3.kernel_num=64", "d3.z_dim=32", "d3.lpc=30", "d3.mmd_samples=60"],
@@ -42,10 +42,8 @@ BUDGETS = {
 
 
 def image_storage(ipc: int, soft: bool) -> dict:
-    """Floats of an image set of `ipc` per class: images, the lr, label logits when soft."""
-    n = 10 * ipc
-    floats = n * 784 + 1 + (n * 10 if soft else 0)
-    return {"floats": floats, "ipc_equivalent": floats / PER_IPC}
+    """An image set of `ipc` per class: images, the lr, and 10 label logits per image when soft."""
+    return stored(10 * ipc, (1, 28, 28), 10, 10 if soft else 0)
 
 
 def read_points() -> list[dict]:

@@ -27,7 +27,7 @@ from .networks import seeded_model
 from .parallel import Task, executor_for
 from .synthetic import DistilledSet, LatentSet, random_real_indices
 from .synthetic.artifact import FixedData
-from .synthetic.latent_artifact import LatentEpochs, storage_summary
+from .synthetic.latent_artifact import LatentEpochs, image_storage
 from .training import accuracy, train_epoch
 from .utils import generator, resolve_device
 
@@ -296,10 +296,7 @@ def evaluate(
 
 def real_storage(ipc: int, data: PreparedData) -> dict:
     """The storage of `ipc` real images per class with hard labels (a baseline's)."""
-    c, h, w = data.image_shape
-    n = ipc * data.num_classes
-    parts = {"images": n * c * h * w * 4, "labels": n * 8, "lr": 4, "decoders": 0, "latents": 0}
-    return storage_summary(parts, n * c * h * w + 1, data.num_classes, data.image_shape)
+    return image_storage(ipc * data.num_classes, data.image_shape, data.num_classes)
 
 
 CORESET_COLUMNS = {"herding": "herding (fixed subset)", "kcenter": "k-center (fixed subset)"}

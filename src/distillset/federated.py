@@ -51,9 +51,10 @@ def class_blocks(num_classes: int, k: int) -> list[tuple[int, int]]:
     return out
 
 
-def _split(split: Split, lo: int, hi: int) -> Split:
-    keep = (split.y >= lo) & (split.y < hi)
-    return Split(split.x[keep], split.y[keep] - lo)
+def _classes(x: torch.Tensor, y: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of classes [lo, hi) and their labels shifted to start at 0."""
+    keep = (y >= lo) & (y < hi)
+    return x[keep], y[keep] - lo
 
 
 def restrict(data: PreparedData, lo: int, hi: int) -> PreparedData:
@@ -61,9 +62,9 @@ def restrict(data: PreparedData, lo: int, hi: int) -> PreparedData:
     ds = data.dataset
     sub = Dataset(
         name=f"{ds.name}[{lo}:{hi}]",
-        train=_split(ds.train, lo, hi),
-        val=_split(ds.val, lo, hi),
-        test=_split(ds.test, lo, hi),
+        train=Split(*_classes(ds.train.x, ds.train.y, lo, hi)),
+        val=Split(*_classes(ds.val.x, ds.val.y, lo, hi)),
+        test=Split(*_classes(ds.test.x, ds.test.y, lo, hi)),
         num_classes=hi - lo,
         class_names=ds.class_names[lo:hi],
         mean=ds.mean,
@@ -71,26 +72,11 @@ def restrict(data: PreparedData, lo: int, hi: int) -> PreparedData:
         split={**ds.split, "classes": [lo, hi]},
         source=ds.source,
     )
-
-    def pick(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        keep = (y >= lo) & (y < hi)
-        return x[keep], y[keep] - lo
-
-    train, val, test = (
-        pick(data.train_x, data.train_y),
-        pick(data.val_x, data.val_y),
-        pick(data.test_x, data.test_y),
-    )
-    return dataclasses.replace(
-        data,
-        dataset=sub,
-        train_x=train[0],
-        train_y=train[1],
-        val_x=val[0],
-        val_y=val[1],
-        test_x=test[0],
-        test_y=test[1],
-    )
+    splits = {}
+    for name in ("train", "val", "test"):
+        x, y = _classes(getattr(data, f"{name}_x"), getattr(data, f"{name}_y"), lo, hi)
+        splits[f"{name}_x"], splits[f"{name}_y"] = x, y
+    return dataclasses.replace(data, dataset=sub, **splits)
 
 
 def _local(cfg: Config) -> Config:
@@ -194,19 +180,19 @@ def distill_subtasks(
         compute["label_expert_seconds"] = round(_expert_seconds(store), 2)
     meta = {**artifact_meta(cfg, data, cfg.method), "compute": compute}
     sets = []
-    for which, idx, where in (("best", 0, "distilled"), ("final", 1, "distilled-final")):
-        merged = merge([p[idx] for p in parts], meta)
+    for idx, selection, where in (
+        (0, "validation, per sub-task", "distilled"),
+        (1, "last iteration", "distilled-final"),
+    ):
+        distill = {
+            "selection": selection,
+            "iterations": cfg.distill.iterations,
+            "subtasks": infos,
+            "label_epoch": cfg.d3.label_epoch,
+        }
+        merged = merge([p[idx] for p in parts], {**meta, "distill": distill})
         if store is not None:
             merged.soft_labels = soft_labels(merged, cfg, data, store)
-        merged.meta = {
-            **meta,
-            "distill": {
-                "selection": "validation, per sub-task" if which == "best" else "last iteration",
-                "iterations": cfg.distill.iterations,
-                "subtasks": infos,
-                "label_epoch": cfg.d3.label_epoch,
-            },
-        }
         merged.save(out / where)
         sets.append(merged)
     vals = [i["best_val"] for i in infos if i["best_val"] is not None]

@@ -18,7 +18,7 @@ from torch import Tensor
 from .. import __version__
 from ..errors import StoreError
 from ..utils import read_json
-from .latent_artifact import LatentSet, save_artifact, storage_summary
+from .latent_artifact import LatentSet, image_storage, save_artifact
 
 FORMAT = "distillset.distilled/1"
 
@@ -98,19 +98,11 @@ class DistilledSet:
     def storage(self) -> dict:
         """Bytes per part (images, labels, lr; no decoders or latents), the stored floats and their
         IPC-equivalents (see `storage_summary`): hard labels are integers, label logits floats."""
-        t = self.tensors()
-        lab = t["labels"] if "labels" in t else t["label_logits"]
-        parts = {
-            "images": t["images"].numel() * t["images"].element_size(),
-            "labels": lab.numel() * lab.element_size(),
-            "lr": t["lr"].element_size(),
-            "decoders": 0,
-            "latents": 0,
-        }
-        floats = t["images"].numel() + 1 + (lab.numel() if lab.is_floating_point() else 0)
-        return storage_summary(parts, floats, self.num_classes, self.image_shape)
+        logits = int(self.label_logits.shape[1]) if self.label_logits is not None else 0
+        return image_storage(int(self.images.shape[0]), self.image_shape, self.num_classes, logits)
 
     def manifest(self) -> dict:
+        storage = self.storage()
         return {
             "format": FORMAT,
             "distillset_version": __version__,
@@ -120,16 +112,13 @@ class DistilledSet:
             "kind": self.kind,
             "label_kind": self.label_kind,
             "lr": float(self.lr),
-            "storage_bytes": self.storage_bytes(),
-            "storage": self.storage(),
+            "storage_bytes": storage["bytes"],
+            "storage": storage,
         }
 
     def save(self, directory: str | Path) -> Path:
         """Write the artifact; the manifest goes last, so a directory with a manifest is complete."""
         return save_artifact(directory, self.tensors(), self.manifest())
-
-    def to_device(self, device: torch.device | str) -> DistilledSet:
-        return self
 
     @classmethod
     def load(cls, directory: str | Path) -> DistilledSet | LatentSet:

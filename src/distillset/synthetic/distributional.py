@@ -13,27 +13,13 @@ and `opt.<optimiser>.<param index>.<state>` for every optimiser's state.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import D3Config
 from ..inner.plan import InnerPlan
 from .decoders import Decoder, DecoderSpec
-from .latent_artifact import LatentSet
+from .latent_artifact import LatentSet, sample_latents, step_size
 from .set import SyntheticSet
-
-STEP_FLOOR = 1e-4  # the student's step is LeakyReLU(alpha) + 1e-4 (never zero or negative)
-
-
-def step_size(alpha: Tensor) -> Tensor:
-    return F.leaky_relu(alpha, 0.01) + STEP_FLOOR
-
-
-def sample_latents(latents: Tensor, gen: torch.Generator) -> Tensor:
-    """z = mu + exp(log sigma^2 / 2) * eps, eps ~ N(0, I) drawn on the CPU generator `gen`."""
-    mu, logvar = latents[..., 0], latents[..., 1]
-    eps = torch.randn(mu.shape, generator=gen).to(mu.device, mu.dtype)
-    return mu + torch.exp(0.5 * logvar) * eps
 
 
 def optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> dict[str, Tensor]:

@@ -53,8 +53,33 @@ def save_artifact(directory: str | Path, tensors: dict[str, Tensor], manifest: d
     return directory
 
 
-def _step(alpha: float) -> float:
-    return float(F.leaky_relu(torch.tensor(alpha), 0.01)) + 1e-4
+STEP_FLOOR = 1e-4  # the student's step is LeakyReLU(alpha) + 1e-4 (never zero or negative)
+
+
+def step_size(alpha: Tensor) -> Tensor:
+    return F.leaky_relu(alpha, 0.01) + STEP_FLOOR
+
+
+def sample_latents(latents: Tensor, gen: torch.Generator) -> Tensor:
+    """z = mu + exp(log sigma^2 / 2) * eps, eps ~ N(0, I) drawn on the CPU generator `gen`."""
+    mu, logvar = latents[..., 0], latents[..., 1]
+    eps = torch.randn(mu.shape, generator=gen).to(mu.device, mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def image_storage(num_images: int, image_shape, num_classes: int, label_logits: int = 0) -> dict:
+    """The storage of `num_images` float32 images with hard labels (int64), or with `label_logits`
+    float32 label logits each, and one lr."""
+    pixels = num_images * math.prod(image_shape)
+    labels = num_images * label_logits
+    parts = {
+        "images": pixels * FLOAT_BYTES,
+        "labels": labels * FLOAT_BYTES if label_logits else num_images * INT_BYTES,
+        "lr": FLOAT_BYTES,
+        "decoders": 0,
+        "latents": 0,
+    }
+    return storage_summary(parts, pixels + 1 + labels, num_classes, image_shape)
 
 
 @dataclass
@@ -94,7 +119,7 @@ class LatentSet:
     def lr(self) -> float:
         """The evaluation lr: the blocks' learned step sizes LeakyReLU(alpha) + 1e-4, weighted by
         their number of classes (one block: its own)."""
-        total = sum(b["num_classes"] * _step(b["alpha"]) for b in self.blocks)
+        total = sum(b["num_classes"] * float(step_size(torch.tensor(b["alpha"]))) for b in self.blocks)
         return total / self.num_classes
 
     @property
@@ -118,36 +143,38 @@ class LatentSet:
 
     # -- decoding --------------------------------------------------------------------------------
     def decoders(self, device: torch.device | str = "cpu") -> list[Decoder]:
+        """Each block's decoder, built under a forked RNG (loading an artifact draws nothing)."""
         out = []
-        for b in self.blocks:
-            dec = Decoder(self.spec)
-            dec.load_state_dict(b["decoder"])
-            out.append(dec.to(device).eval())
+        with torch.random.fork_rng(devices=[]):
+            for b in self.blocks:
+                dec = Decoder(self.spec)
+                dec.load_state_dict(b["decoder"])
+                out.append(dec.to(device).eval())
         return out
 
     @torch.no_grad()
-    def means(self, device: torch.device | str = "cpu") -> Tensor:
+    def _decode(self, decoders: list[Decoder], z_of, device: torch.device | str) -> Tensor:  # noqa: ANN001
+        """Every block's priors, mapped to latent codes by `z_of` and decoded as one batch per block."""
+        return torch.cat(
+            [d(z_of(b["latents"].to(device))) for d, b in zip(decoders, self.blocks, strict=True)]
+        )
+
+    def means(self, device: torch.device | str = "cpu", decoders: list[Decoder] | None = None) -> Tensor:
         """Every prior's decoded mean (each block's priors decoded as one batch)."""
-        decs = self.decoders(device)
-        return torch.cat([d(b["latents"][..., 0].to(device)) for d, b in zip(decs, self.blocks, strict=True)])
+        return self._decode(decoders or self.decoders(device), lambda z: z[..., 0], device)
 
-    @torch.no_grad()
-    def samples(self, gen: torch.Generator, draws: int = 1, device: torch.device | str = "cpu") -> Tensor:
+    def samples(
+        self,
+        gen: torch.Generator,
+        draws: int = 1,
+        device: torch.device | str = "cpu",
+        decoders: list[Decoder] | None = None,
+    ) -> Tensor:
         """`draws` x N fresh samples: each draw decodes every block's priors as one batch."""
-        from .distributional import sample_latents
-
-        decs = self.decoders(device)
-        rows = []
-        for _ in range(draws):
-            rows.append(
-                torch.cat(
-                    [
-                        d(sample_latents(b["latents"].to(device), gen))
-                        for d, b in zip(decs, self.blocks, strict=True)
-                    ]
-                )
-            )
-        return torch.stack(rows)
+        decoders = decoders or self.decoders(device)
+        return torch.stack(
+            [self._decode(decoders, lambda z: sample_latents(z, gen), device) for _ in range(draws)]
+        )
 
     def epoch_data(self, seed: int, tags: tuple, samples: int = 1) -> LatentEpochs:
         return LatentEpochs(self, seed, tags, samples)
@@ -245,9 +272,6 @@ class LatentSet:
         meta = {k: v for k, v in manifest.items() if k not in derived}
         return cls(spec, blocks, lpc, t.get("soft_labels"), meta)
 
-    def to_device(self, device: torch.device | str) -> LatentSet:
-        return self  # decoded on the device by `epoch_data`; the tensors stay on the CPU
-
 
 class LatentEpochs:
     """The training data of one network, epoch by epoch: every decoded mean plus `samples` fresh
@@ -258,6 +282,7 @@ class LatentEpochs:
     ):
         self.art, self.seed, self.tags, self.draws = art, seed, tags, samples
         self.device = torch.device(device)
+        self._decoders: list[Decoder] | None = None
         self._means: Tensor | None = None
         self._targets: Tensor | None = None
 
@@ -268,11 +293,12 @@ class LatentEpochs:
         return LatentEpochs(self.art, self.seed, (*self.tags, *tags), self.draws, self.device)
 
     def __call__(self, epoch: int) -> tuple[Tensor, Tensor]:
-        if self._means is None:
-            self._means = self.art.means(self.device)
+        if self._means is None:  # once per network: the decoders, the means and the targets
+            self._decoders = self.art.decoders(self.device)
+            self._means = self.art.means(self.device, self._decoders)
             self._targets = self.art.targets.to(self.device)
         gen = generator(self.seed, *self.tags, "samples", epoch)
-        drawn = self.art.samples(gen, self.draws, self.device).flatten(0, 1)
+        drawn = self.art.samples(gen, self.draws, self.device, self._decoders).flatten(0, 1)
         x = torch.cat([self._means, drawn])
         y = torch.cat([self._targets] * (1 + self.draws))
         return x, y

@@ -31,8 +31,9 @@ def _viewable(x: Tensor, preprocessing: dict) -> Tensor:
 
 def write_samples(art: LatentSet, n: int, out: Path, seed: int = 0) -> int:
     """Every prior's decoded mean and `n` fresh samples of it (drawn from `seed`); returns the count."""
-    means = art.means()
-    drawn = art.samples(generator(seed, "sample"), n).flatten(0, 1) if n else means[:0]
+    decoders = art.decoders()
+    means = art.means(decoders=decoders)
+    drawn = art.samples(generator(seed, "sample"), n, decoders=decoders).flatten(0, 1) if n else means[:0]
     images = torch.cat([means, drawn])
     labels = art.hard_labels.repeat(1 + n)
     kinds = ["mean"] * art.num_priors + ["sample"] * (n * art.num_priors)
