@@ -196,7 +196,7 @@ def test_evaluate_with_coreset_baselines(tiny_cfg, digits_data, digits_feats, mo
 
     monkeypatch.setattr(ev, "train_and_test", spy_train)
     monkeypatch.setattr(ev, "coreset_features", spy_features)
-    monkeypatch.setattr(parallel, "tqdm", Bar)
+    monkeypatch.setattr(parallel, "progress_bar", Bar)
     ecfg = short.model_copy(update={"baselines": ["herding", "kcenter"], "full_data_epochs": 1})
     cfg = tiny_cfg.model_copy(update={"eval": ecfg})
     report = ev.evaluate(art, cfg, digits_data, progress=False)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .baseline import artifact_meta
 from .config import Config
@@ -28,6 +27,7 @@ from .evaluate import validation_accuracy
 from .identity import mismatch, settings
 from .networks import seeded_model
 from .objectives import Objective, Term, objective_class
+from .progress import progress_bar
 from .rundir import CHECKPOINT, read_checkpoint, trim_metrics, write_checkpoint
 from .synthetic import DistilledSet, LatentSet, SyntheticSet
 from .utils import directory_lock, generator, resolve_device
@@ -111,6 +111,10 @@ def _loop(cfg: Config, out: Path, data: PreparedData | None, store: object, prog
     else:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("")
+        # the set before any step, for the run report's before/after figure
+        start = {k: v for k, v in init_info.items() if k != "indices"}
+        meta = {**artifact_meta(cfg, data, cfg.method), "distill": {"selection": "initial", **start}}
+        synthetic.artifact(synthetic.snapshot(), meta).save(out / "distilled-initial")
 
     def checkpoint(next_it: int) -> None:
         tensors = {**synthetic.tensors(), **{f"best.{k}": v.detach().cpu() for k, v in best.items()}}
@@ -126,7 +130,9 @@ def _loop(cfg: Config, out: Path, data: PreparedData | None, store: object, prog
 
     with (
         metrics_path.open("a") as log,
-        tqdm(total=dcfg.iterations, initial=start_it, desc="distill", unit="it", disable=not progress) as bar,
+        progress_bar(
+            total=dcfg.iterations, initial=start_it, desc="distill", unit="it", disable=not progress
+        ) as bar,
     ):
 
         def record(rec: dict) -> None:

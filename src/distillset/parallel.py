@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .config import ExecutorConfig
 from .errors import ConfigError, DistillsetError
+from .progress import progress_bar
 
 ResultHook = Callable[[str, Any], None]
 
@@ -69,7 +69,7 @@ class LocalExecutor(Executor):
     def map(self, fn, tasks, *, shared=(), desc="tasks", progress=True, device=None, on_result=None):  # noqa: ANN001
         _check_keys(tasks)
         results: dict[str, Any] = {}
-        with tqdm(total=len(tasks), desc=desc, unit="task", disable=not progress or not tasks) as bar:
+        with progress_bar(total=len(tasks), desc=desc, unit="task", disable=not progress or not tasks) as bar:
             for task in tasks:
                 results[task.key] = out = fn(*shared, *task.args)
                 if on_result is not None:
@@ -105,7 +105,7 @@ class RayExecutor(Executor):
         pending = {remote.remote(fn, threads, device, *shared_refs, *task.args): task.key for task in tasks}
         results: dict[str, Any] = {}
         try:
-            with tqdm(total=len(tasks), desc=desc, unit="task", disable=not progress) as bar:
+            with progress_bar(total=len(tasks), desc=desc, unit="task", disable=not progress) as bar:
                 while pending:
                     (ref,), _ = ray.wait(list(pending), num_returns=1)
                     key = pending.pop(ref)

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm import tqdm
 
 from distillset.data.base import Dataset, Split
 from distillset.errors import ConfigError, DataError
+from distillset.progress import progress_bar
 from distillset.utils import generator as seeded_generator
 
 __all__ = ["SourceData", "list_datasets", "load_dataset", "register_dataset"]
@@ -852,7 +852,9 @@ def _read_images(paths: Sequence[Path], mode: str, size: tuple[int, int], desc: 
     w, h = size
     channels = 3 if mode == "RGB" else 1
     out = np.empty((len(paths), h, w, channels), dtype=np.uint8)
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", disable=len(paths) < _PROGRESS_MIN_FILES)):
+    for i, path in enumerate(
+        progress_bar(paths, desc=desc, unit="img", disable=len(paths) < _PROGRESS_MIN_FILES)
+    ):
         try:
             with Image.open(path) as im:
                 im = im.convert(mode)
@@ -974,7 +976,7 @@ def _load_imagefolder(root: Path | None, image_size: int | None = None) -> Sourc
     colour = False
     first: tuple[Path, tuple[int, int]] | None = None
     all_files = train_files + test_files
-    for path in tqdm(
+    for path in progress_bar(
         all_files, desc="Scanning images", unit="img", disable=len(all_files) < _PROGRESS_MIN_FILES
     ):
         try:
