@@ -207,9 +207,17 @@ class EvalConfig(Section):
     full_data: bool = False  # also train on all of the training data, as a reference
     full_data_epochs: int = Field(30, ge=1)
     authors_statistic: bool = False  # also report the max test accuracy over checkpoints (as the authors do)
-    # further baselines beside the random one, each a coreset of real images chosen in a trained network's
-    # feature space (see baseline.py): herding (DC's tables) and k-center (greedy farthest point)
-    baselines: list[Literal["herding", "kcenter"]] = Field(default_factory=list)
+    # further baselines beside the random one: coresets of real images chosen in a trained network's
+    # feature space (see baseline.py): herding (DC's tables) and k-center (greedy farthest point);
+    # soft_random, for a soft-label set: the random real subsets with the same kind of soft labels, from
+    # the labeller that made the set's (see soft_labels.py); ddranking: DD-Ranking's label-robust and
+    # augmentation-robust scores (the full-data network, the set with hard labels, both without DSA)
+    baselines: list[Literal["herding", "kcenter", "soft_random", "ddranking"]] = Field(
+        default_factory=lambda: ["soft_random"]
+    )
+    label_experts: str | None = None  # the expert store that labels soft_random (default: the artifact's)
+    ddranking_w: float = Field(0.5, ge=0, le=1)  # LRS's weight of IOR against HLR
+    ddranking_gamma: float = Field(0.5, ge=0, le=1)  # ARS's weight of the augmented difference
 
     @field_validator("models", "baselines", mode="before")
     @classmethod

@@ -12,19 +12,21 @@ of the same IPC trained with the same recipe.
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .baseline import coreset_features, coreset_indices
+from .baseline import CORESET_METHODS, coreset_features, coreset_indices
 from .config import Config, DataConfig, EvalConfig
 from .data.augment import DSA
 from .data.prepared import PreparedData, prepare
-from .errors import StoreError
+from .errors import ConfigError, StoreError
 from .networks import seeded_model
 from .parallel import Task, executor_for
+from .soft_labels import labeller_for
 from .synthetic import DistilledSet, LatentSet, random_real_indices
 from .synthetic.artifact import FixedData
 from .synthetic.latent_artifact import LatentEpochs, image_storage
@@ -141,72 +143,103 @@ def _fresh_model(cfg: Config, name: str, data: PreparedData, tags: tuple) -> tor
 def network_task(
     cfg: Config,
     data: PreparedData,
-    synthetic: EpochData,
+    sources: dict[str, EpochData],
     name: str,
     subset: Tensor | str | None,
+    targets: Tensor | str | None,
     lr: float,
     epochs: int,
     init_tags: tuple,
     recipe_tags: tuple,
+    aug: bool = True,
 ) -> dict:
     """One evaluation network, an executor task: a fresh `name` with the initial weights of `init_tags`,
-    trained with the evaluation recipe (its order and DSA draws from `recipe_tags`) on the synthetic set
-    (`subset` None: its images, or a distributional set's means and fresh samples drawn for this
-    network), on the real images `subset` (training-set indices: a baseline) or on the whole training
-    set (`subset` "all"); `train_and_test`'s row."""
+    trained with the evaluation recipe (its order and DSA draws from `recipe_tags`; DSA off when not
+    `aug`) on the synthetic set `sources[targets]` (`subset` None: "distilled", its own labels, or
+    "label_hard", its images with hard labels; a distributional set's means and fresh samples are
+    drawn for this network), on the real images `subset` (training-set indices: a baseline, with hard
+    labels or the label logits `targets`) or on the whole training set (`subset` "all");
+    `train_and_test`'s row."""
     model = _fresh_model(cfg, name, data, init_tags)
-    ecfg = cfg.eval
+    ecfg = cfg.eval if aug else cfg.eval.model_copy(update={"dsa": False})
     if subset is None:
-        source = synthetic.for_network(*recipe_tags)
+        source = sources[targets].for_network(*recipe_tags)
     elif isinstance(subset, str):
         source = FixedData(data.train_x, data.train_y)
     else:  # a baseline: real images with the distilled set's recipe
         idx = subset.to(data.train_x.device)
-        source = FixedData(data.train_x[idx], data.train_y[idx])
+        labels = data.train_y[idx] if targets is None else targets.to(data.train_x.device)
+        source = FixedData(data.train_x[idx], labels)
     return train_and_test(model, source, None, data, ecfg, lr, epochs, recipe_tags, cfg.seed)
 
 
+def random_subsets(cfg: Config, data: PreparedData, ipc: int) -> list[Tensor]:
+    """The random-real baseline's subset of each run (the soft-label baseline's images too)."""
+    return [
+        random_real_indices(data.train_y, ipc, data.num_classes, generator(cfg.seed, "baseline", r))
+        for r in range(cfg.eval.runs)
+    ]
+
+
 def evaluation_tasks(
-    cfg: Config, data: PreparedData, ipc: int, lr: float, base_lr: float, coreset_idx: dict[str, Tensor]
+    cfg: Config,
+    data: PreparedData,
+    ipc: int,
+    lr: float,
+    base_lr: float,
+    coreset_idx: dict[str, Tensor],
+    soft_targets: list[Tensor] | None = None,
+    ddranking: bool = False,
 ) -> list[Task]:
     """Every network of an evaluation, keyed `model/kind/run`: per architecture and run, the distilled
-    set's network, the random-real baseline's (a fresh subset per run) and each coreset baseline's (one
-    fixed subset), all three baselines from the distilled set's initial weights of that run with its
-    recipe; then the full-data reference."""
+    set's network, the random-real baseline's (a fresh subset per run), the soft-label random
+    baseline's (the same subset with the labeller's logits `soft_targets[r]`) and each coreset
+    baseline's (one fixed subset), every baseline from the distilled set's initial weights of that run
+    with its recipe; for DD-Ranking's scores (`ddranking`) the set with hard labels (when soft) and the
+    set and its random baseline without DSA; then the full-data reference."""
     ecfg = cfg.eval
+    subsets = random_subsets(cfg, data, ipc) if ecfg.baseline or soft_targets or ddranking else []
 
-    def baseline(kind: str, name: str, r: int, idx: Tensor) -> Task:
+    def baseline(kind: str, name: str, r: int, idx: Tensor, targets: Tensor | None = None, aug=True) -> Task:
         """Baseline `kind`'s network r: the real images `idx`, trained as long as the distilled set's
         network r, with its schedule and DSA, from its initial weights (only the lr is the baselines')."""
-        tag = "baseline" if kind == "random" else f"baseline-{kind}"
-        return Task(
-            f"{name}/{kind}/{r}", (name, idx.cpu(), base_lr, ecfg.epochs, ("eval", name, r), (tag, name, r))
-        )
+        tag = "baseline" if kind in ("random", "no_aug_random") else f"baseline-{kind}"
+        args = (name, idx.cpu(), targets, base_lr, ecfg.epochs, ("eval", name, r), (tag, name, r), aug)
+        return Task(f"{name}/{kind}/{r}", args)
 
     tasks = []
     for name in ecfg.models:
         for r in range(ecfg.runs):
             init = ("eval", name, r)
-            tasks.append(Task(f"{name}/distilled/{r}", (name, None, lr, ecfg.epochs, init, init)))
-            if ecfg.baseline:
-                gen = generator(cfg.seed, "baseline", r)
-                tasks.append(
-                    baseline("random", name, r, random_real_indices(data.train_y, ipc, data.num_classes, gen))
-                )
-            tasks += [baseline(method, name, r, idx) for method, idx in coreset_idx.items()]
-        if ecfg.full_data:
-            full = ("full", name)
             tasks.append(
-                Task(f"{name}/full", (name, "all", ecfg.default_lr, ecfg.full_data_epochs, full, full))
+                Task(f"{name}/distilled/{r}", (name, None, "distilled", lr, ecfg.epochs, init, init))
             )
+            if ecfg.baseline:
+                tasks.append(baseline("random", name, r, subsets[r]))
+            if soft_targets is not None:
+                tasks.append(baseline("soft_random", name, r, subsets[r], soft_targets[r]))
+            tasks += [baseline(method, name, r, idx) for method, idx in coreset_idx.items()]
+            if ddranking:
+                if soft_targets is not None:  # the images alone: their argmax labels
+                    args = (name, None, "label_hard", lr, ecfg.epochs, init, init)
+                    tasks.append(Task(f"{name}/label_hard/{r}", args))
+                args = (name, None, "distilled", lr, ecfg.epochs, init, init, False)
+                tasks.append(Task(f"{name}/no_aug_distilled/{r}", args))
+                targets = soft_targets[r] if soft_targets is not None else None
+                tasks.append(baseline("no_aug_random", name, r, subsets[r], targets, aug=False))
+        if ecfg.full_data or ddranking:
+            full = ("full", name)
+            args = (name, "all", None, ecfg.default_lr, ecfg.full_data_epochs, full, full)
+            tasks.append(Task(f"{name}/full", args))
     return tasks
 
 
-def data_config_of(art: DistilledSet, root: str | None = None) -> DataConfig:
-    """The data section that rebuilds the artifact's dataset and splits (optionally from another root)."""
-    if "config" not in art.meta:
+def data_config_of(meta: dict, root: str | None = None) -> DataConfig:
+    """The data section that rebuilds an artifact's dataset and splits from its manifest `meta`
+    (optionally from another root)."""
+    if "config" not in meta:
         raise StoreError("the artifact's manifest has no config section; it was not made by distillset.")
-    data = dict(art.meta["config"]["data"])
+    data = dict(meta["config"]["data"])
     if root is not None:
         data["root"] = root
     return DataConfig.model_validate(data)
@@ -231,22 +264,57 @@ def evaluate(
     artifact_path: str | Path | None = None,
 ) -> dict:
     """Evaluate an artifact on every architecture in `cfg.eval.models`, with the random-real baseline
-    and the coreset baselines named in `cfg.eval.baselines` (herding, k-center: one fixed subset each, chosen
-    in the features of one network trained on the full training set, see baseline.py).
+    and the baselines named in `cfg.eval.baselines`: herding and k-center (one fixed subset each, chosen
+    in the features of one network trained on the full training set, see baseline.py); for a soft-label
+    set, the random subsets with the same kind of soft labels (soft_random, see soft_labels.py); and
+    DD-Ranking's label- and augmentation-robust scores (ddranking, see `ddranking_scores`).
 
     Returns the command-line contract's JSON object (accuracies as fractions in [0, 1]).
     """
     ecfg = cfg.eval
     if data is None:
-        data = prepare(data_config_of(art, cfg.data.root), resolve_device(cfg.device))
+        data = prepare(data_config_of(art.meta, cfg.data.root), resolve_device(cfg.device))
     check_same_data(art, data)
     device = data.train_x.device
     ipc = art.baseline_ipc()  # the random-real baseline's images per class: equal storage
     lr = ecfg.lr or art.lr
     base_lr = ecfg.lr or ecfg.default_lr
-    synthetic = art.epoch_data(cfg.seed, ("eval",), cfg.d3.eval_samples).to_device(device)
+    sources = {"distilled": art.epoch_data(cfg.seed, ("eval",), cfg.d3.eval_samples).to_device(device)}
+    soft = art.label_kind == "soft"
+    ddranking = "ddranking" in ecfg.baselines
+    if ddranking and not ecfg.baseline:
+        raise ConfigError(
+            "eval.baselines=ddranking compares with the random real subset: keep eval.baseline=true."
+        )
+    if soft and ddranking:
+        hard = art.with_hard_labels().epoch_data(cfg.seed, ("eval",), cfg.d3.eval_samples)
+        sources["label_hard"] = hard.to_device(device)
 
-    coresets = list(dict.fromkeys(ecfg.baselines))
+    report: dict = {
+        "artifact": str(artifact_path) if artifact_path else None,
+        "ipc": int(art.meta.get("ipc", ipc)),
+        "method": art.meta.get("method"),
+        "kind": art.kind,
+        "label_kind": art.label_kind,
+        "results": {},
+    }
+    notes: list[str] = []
+    soft_targets = None
+    if soft and ("soft_random" in ecfg.baselines or ddranking):
+        labeller, why = labeller_for(art, cfg, data, artifact_path)
+        if labeller is None:
+            notes.append(f"soft-label random baseline left out: {why}.")
+        else:
+            soft_targets = [
+                labeller(data.train_x[idx.to(device)], data.train_y[idx.to(device)]).cpu()
+                for idx in random_subsets(cfg, data, ipc)
+            ]
+            report["soft_random_labels"] = {"labeller": labeller.describe, "experts": str(labeller.store)}
+    if ddranking and soft and soft_targets is None:
+        notes.append("DD-Ranking's scores left out: they need the soft-label random baseline.")
+        ddranking = False
+
+    coresets = [m for m in dict.fromkeys(ecfg.baselines) if m in CORESET_METHODS]
     coreset_idx: dict[str, Tensor] = {}
     if coresets:
         feats = coreset_features(cfg, data)  # once, shared by every coreset baseline
@@ -254,17 +322,10 @@ def evaluate(
             idx = coreset_indices(method, feats, data.train_y, ipc, data.num_classes)
             coreset_idx[method] = idx.to(device)
 
-    report: dict = {
-        "artifact": str(artifact_path) if artifact_path else None,
-        "ipc": int(art.meta.get("ipc", ipc)),
-        "method": art.meta.get("method"),
-        "kind": art.kind,
-        "results": {},
-    }
     rows = executor_for(cfg.executor).map(
         network_task,
-        evaluation_tasks(cfg, data, ipc, lr, base_lr, coreset_idx),
-        shared=(cfg, data, synthetic),
+        evaluation_tasks(cfg, data, ipc, lr, base_lr, coreset_idx, soft_targets, ddranking),
+        shared=(cfg, data, sources),
         desc="evaluate",
         progress=progress,
         device=cfg.device,
@@ -276,10 +337,20 @@ def evaluate(
     report["results"] = {name: summary(name, "distilled") for name in ecfg.models}
     if ecfg.baseline:
         report["random_baseline"] = {name: summary(name, "random") for name in ecfg.models}
-    if ecfg.full_data:
+    if soft_targets is not None:
+        report["soft_random_baseline"] = {name: summary(name, "soft_random") for name in ecfg.models}
+    if ecfg.full_data or ddranking:
         report["full_data"] = {name: _summary([rows[f"{name}/full"]]) for name in ecfg.models}
     if coresets:
         report["baselines"] = {m: {name: summary(name, m) for name in ecfg.models} for m in coresets}
+    if ddranking:
+        if soft:
+            report["label_hard"] = {name: summary(name, "label_hard") for name in ecfg.models}
+        report["no_aug"] = {
+            kind: {name: summary(name, f"no_aug_{kind}") for name in ecfg.models}
+            for kind in ("distilled", "random")
+        }
+        report["ddranking"] = ddranking_scores(report, ecfg.ddranking_w, ecfg.ddranking_gamma)
     report["lr"] = {"distilled": lr, "random_baseline": base_lr}
     # the three axes: accuracy (above), storage and compute
     report["storage"] = art.storage()
@@ -291,7 +362,63 @@ def evaluate(
         **ecfg.model_dump(),
         "checkpoint_selection": "validation" if data.val_x.shape[0] else "final",
     }
+    if notes:
+        report["notes"] = notes
     return report
+
+
+def _normalised_score(x: float) -> float:
+    """DD-Ranking's map of a difference of accuracies x in [-1, 1] to [0, 100]:
+    100 (e^x - e^-1) / (e - e^-1)."""
+    return 100 * (math.exp(x) - math.exp(-1)) / (math.e - math.exp(-1))
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+        "runs": values,
+    }
+
+
+def ddranking_scores(report: dict, w: float = 0.5, gamma: float = 0.5) -> dict:
+    """DD-Ranking's scores, per architecture, from an evaluation's accuracies (fractions), run by run
+    (run r's networks share their initial weights):
+
+        HLR = Acc(real, hard) - Acc(syn, hard)              hard-label recovery (lower is better)
+        IOR = Acc(syn, any) - Acc(random, any)              improvement over random
+        LRS = 100 (e^a - e^-1) / (e - e^-1),  a = w IOR - (1 - w) HLR
+        ARS = 100 (e^b - e^-1) / (e - e^-1),
+              b = gamma (Acc(syn, aug) - Acc(random, aug))
+                  + (1 - gamma) (Acc(syn, no aug) - Acc(random, no aug))
+
+    "any" is the set's own labels (soft labels: the random subset gets the same kind, see
+    soft_labels.py), "hard" the argmax labels of the set's, "real, hard" the full-data network (one, so
+    it enters every run), "aug" the recipe with DSA and "no aug" the same without it.
+    """
+    out: dict = {"w": w, "gamma": gamma, "models": {}}
+    random_any = report.get("soft_random_baseline") or report["random_baseline"]
+    for name, res in report["results"].items():
+        syn_any = res["runs"]
+        syn_hard = report.get("label_hard", report["results"])[name]["runs"]
+        real_hard = report["full_data"][name]["mean"]
+        rdm_any = random_any[name]["runs"]
+        syn_naug = report["no_aug"]["distilled"][name]["runs"]
+        rdm_naug = report["no_aug"]["random"][name]["runs"]
+        hlr = [real_hard - a for a in syn_hard]
+        ior = [a - b for a, b in zip(syn_any, rdm_any, strict=True)]
+        lrs = [_normalised_score(w * i - (1 - w) * h) for i, h in zip(ior, hlr, strict=True)]
+        beta = [
+            gamma * (a - b) + (1 - gamma) * (c - d)
+            for a, b, c, d in zip(syn_any, rdm_any, syn_naug, rdm_naug, strict=True)
+        ]
+        out["models"][name] = {
+            "hlr": _mean_std(hlr),
+            "ior": _mean_std(ior),
+            "lrs": _mean_std(lrs),
+            "ars": _mean_std([_normalised_score(b) for b in beta]),
+        }
+    return out
 
 
 def real_storage(ipc: int, data: PreparedData) -> dict:
@@ -302,37 +429,60 @@ def real_storage(ipc: int, data: PreparedData) -> dict:
 CORESET_COLUMNS = {"herding": "herding (fixed subset)", "kcenter": "k-center (fixed subset)"}
 
 
-def format_report(report: dict) -> str:
-    """A plain-text table: accuracy (%) mean +- std per architecture, beside the random baseline."""
+def result_columns(report: dict) -> list[tuple[str, dict]]:
+    """Every result of an evaluation as (column title, {model: summary}), the distilled set first: the
+    table of `format_report`, the run report and `compare`."""
     method = report.get("method") or "distilled"
     if report.get("kind") == "distributional":
-        cols = ["model", f"{method} ({report['storage']['ipc_equivalent']:.2f} IPC-equivalents)"]
+        cols = [(f"{method} ({report['storage']['ipc_equivalent']:.2f} IPC-equivalents)", report["results"])]
         random_col = (
             f"random real (IPC {report.get('random_baseline_ipc')}: the same storage, a fresh subset per run)"
         )
     else:
-        cols = ["model", f"{method} (IPC {report['ipc']})"]
+        cols = [(f"{method} (IPC {report['ipc']})", report["results"])]
         random_col = "random real (a fresh subset per run)"
     if "random_baseline" in report:
-        cols.append(random_col)
-    extra = list(report.get("baselines", {}))
-    cols += [CORESET_COLUMNS.get(method, f"{method} (fixed subset)") for method in extra]
+        cols.append((random_col, report["random_baseline"]))
+    if "soft_random_baseline" in report:
+        cols.append(("random real, same soft labels", report["soft_random_baseline"]))
+    if "label_hard" in report:
+        cols.append((f"{method}, hard labels", report["label_hard"]))
+    for kind, res in report.get("baselines", {}).items():
+        cols.append((CORESET_COLUMNS.get(kind, f"{kind} (fixed subset)"), res))
+    if "no_aug" in report:
+        cols.append((f"{method}, no DSA", report["no_aug"]["distilled"]))
+        cols.append(("random real, no DSA", report["no_aug"]["random"]))
     if "full_data" in report:
-        cols.append("full data")
-    lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
+        cols.append(("full data", report["full_data"]))
+    return cols
 
-    def cell(s: dict) -> str:
+
+def format_report(report: dict) -> str:
+    """A plain-text table: accuracy (%) mean +- std per architecture, beside every baseline; then
+    DD-Ranking's scores and any notes."""
+    cols = result_columns(report)
+    lines = [
+        " | ".join(["model", *(title for title, _ in cols)]),
+        " | ".join("---" for _ in range(len(cols) + 1)),
+    ]
+
+    def cell(title: str, s: dict) -> str:
+        if title == "full data":
+            return f"{100 * s['mean']:.2f}"
         return f"{100 * s['mean']:.2f} +- {100 * s['std']:.2f}"
 
-    for name, res in report["results"].items():
-        row = [name, cell(res)]
-        if "random_baseline" in report:
-            row.append(cell(report["random_baseline"][name]))
-        row += [cell(report["baselines"][method][name]) for method in extra]
-        if "full_data" in report:
-            row.append(f"{100 * report['full_data'][name]['mean']:.2f}")
-        lines.append(" | ".join(row))
+    for name in report["results"]:
+        lines.append(" | ".join([name, *(cell(title, res[name]) for title, res in cols)]))
     runs = len(next(iter(report["results"].values()))["runs"]) if report["results"] else 0
     nets = "1 fresh network" if runs == 1 else f"{runs} fresh networks"
     lines.append(f"test accuracy (%), mean +- std over {nets}; checkpoints chosen on validation.")
+    if "ddranking" in report:
+        for name, sc in report["ddranking"]["models"].items():
+            hlr, ior, lrs, ars = (sc[k] for k in ("hlr", "ior", "lrs", "ars"))
+            lines.append(
+                f"DD-Ranking ({name}): LRS {lrs['mean']:.2f} +- {lrs['std']:.2f} (HLR "
+                f"{100 * hlr['mean']:.2f}, IOR {100 * ior['mean']:.2f} points), "
+                f"ARS {ars['mean']:.2f} +- {ars['std']:.2f}"
+            )
+    lines += [f"note: {note}" for note in report.get("notes", [])]
     return "\n".join(lines)

@@ -129,13 +129,19 @@ def label_store(cfg: Config, data: PreparedData, out: Path, progress: bool) -> T
 
 
 @torch.no_grad()
-def soft_labels(art: LatentSet, cfg: Config, data: PreparedData, store: TrajectoryStore) -> torch.Tensor:
-    """softmax (T = 1) of the labelling expert's logits at snapshot `label_epoch` on every decoded mean."""
+def label_expert_logits(
+    cfg: Config, data: PreparedData, store: TrajectoryStore, x: torch.Tensor
+) -> torch.Tensor:
+    """The labelling expert's logits at snapshot `label_epoch` on the images `x` (network input space)."""
     device = data.train_x.device
     model = build_expert_model(cfg, data, ("expert", 0, "init")).to(device).eval()
     flat = store.snapshot(store.completed[0], cfg.d3.label_epoch, device=device)
-    logits = functional_forward(model, flat, art.means(device), layout=ParamLayout.from_model(model))
-    return torch.softmax(logits, dim=1).cpu()
+    return functional_forward(model, flat, x.to(device), layout=ParamLayout.from_model(model))
+
+
+def soft_labels(art: LatentSet, cfg: Config, data: PreparedData, store: TrajectoryStore) -> torch.Tensor:
+    """softmax (T = 1) of the labelling expert's logits at snapshot `label_epoch` on every decoded mean."""
+    return torch.softmax(label_expert_logits(cfg, data, store, art.means(data.train_x.device)), dim=1).cpu()
 
 
 def distill_subtasks(

@@ -58,6 +58,12 @@ class DistilledSet:
     def hard_labels(self) -> Tensor:
         return self.labels if self.labels is not None else self.label_logits.argmax(dim=1)
 
+    def with_hard_labels(self) -> DistilledSet:
+        """The same images with the argmax of the label logits as hard labels (DD-Ranking's syn-hard)."""
+        if self.labels is not None:
+            return self
+        return DistilledSet(self.images, self.lr, labels=self.hard_labels, meta=self.meta)
+
     def tensors(self) -> dict[str, Tensor]:
         out = {
             "images": self.images.detach().to("cpu", torch.float32).contiguous(),

@@ -10,6 +10,7 @@ samples per prior; a sample inherits its prior's label.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,10 @@ class LatentSet:
     @property
     def label_kind(self) -> str:
         return "soft" if self.soft_labels is not None else "hard"
+
+    def with_hard_labels(self) -> LatentSet:
+        """The same priors with their classes as hard labels (DD-Ranking's syn-hard)."""
+        return dataclasses.replace(self, soft_labels=None)
 
     @property
     def lr(self) -> float:

@@ -1,8 +1,7 @@
 """Materialise a distributional artifact as images: `samples.safetensors` and one PNG per image.
 
-The images are stored as the network sees them (the artifact's preprocessing applied); the PNGs undo
-a mean/std normalisation (ZCA'd data are shown min-max scaled per image, as the ZCA matrix is not in
-the artifact).
+The images are stored as the network sees them (the artifact's preprocessing applied); the PNGs are in
+viewing space (see viewing.py: mean/std undone, ZCA inverted when its training data are at hand).
 """
 
 from __future__ import annotations
@@ -12,21 +11,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from torch import Tensor
 
 from ..utils import atomic_write, generator, write_json
 from .latent_artifact import LatentSet
-
-
-def _viewable(x: Tensor, preprocessing: dict) -> Tensor:
-    """Images in [0, 1] for a person to look at."""
-    if preprocessing.get("kind") == "normalize":
-        mean = torch.tensor(preprocessing["mean"]).view(1, -1, 1, 1)
-        std = torch.tensor(preprocessing["std"]).view(1, -1, 1, 1)
-        return (x * std + mean).clamp(0, 1)
-    lo = x.flatten(1).amin(1).view(-1, 1, 1, 1)
-    hi = x.flatten(1).amax(1).view(-1, 1, 1, 1)
-    return (x - lo) / (hi - lo).clamp_min(1e-12)
+from .viewing import viewer_for
 
 
 def write_samples(art: LatentSet, n: int, out: Path, seed: int = 0) -> int:
@@ -42,7 +30,7 @@ def write_samples(art: LatentSet, n: int, out: Path, seed: int = 0) -> int:
         tensors["soft_labels"] = art.soft_labels.repeat(1 + n, 1).contiguous()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "samples.safetensors", lambda p: save_file(tensors, str(p)))
-    pixels = (_viewable(images, art.meta.get("preprocessing", {})) * 255).round().to(torch.uint8)
+    pixels = viewer_for(art.meta).pixels(images)
     names = art.meta.get("class_names") or [str(c) for c in range(art.num_classes)]
     for i, (img, label, kind) in enumerate(zip(pixels, labels.tolist(), kinds, strict=True)):
         folder = out / "png" / f"{label:03d}-{names[label]}"

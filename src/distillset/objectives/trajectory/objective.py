@@ -111,8 +111,8 @@ def open_experts(cfg: Config, data: PreparedData, path: str | Path) -> Trajector
     return store
 
 
-class _Classifier:
-    """An expert snapshot as an images -> logits function (for DATM's initialisation)."""
+class SnapshotClassifier:
+    """An expert snapshot as an images -> logits function (DATM's initialisation and soft labels)."""
 
     def __init__(self, model: torch.nn.Module, layout: ParamLayout, flat: Tensor):
         self.model, self.layout, self.flat = model, layout, flat
@@ -120,6 +120,22 @@ class _Classifier:
     def __call__(self, x: Tensor) -> Tensor:
         self.model.eval()
         return functional_forward(self.model, self.flat, x, layout=self.layout)
+
+
+def final_classifiers(
+    cfg: Config, store: TrajectoryStore, experts: list[int], model: torch.nn.Module, device: torch.device
+) -> list[SnapshotClassifier]:
+    """The final snapshots of `experts` as classifiers (on `model`'s architecture)."""
+    layout = ParamLayout.from_model(model)
+    final = int(store.manifest.get("train_epochs", cfg.experts.train_epochs))
+    return [SnapshotClassifier(model, layout, store.snapshot(e, final, device=device)) for e in experts]
+
+
+def label_experts(dcfg: DistillConfig, experts: list[int]) -> tuple[list[int], bool]:
+    """Which experts DATM's label logits read and how: DATM's correct-init averages every expert that
+    classifies an image correctly; every other initialisation reads expert 0's final snapshot."""
+    correct = dcfg.init == "correct"
+    return (experts if correct else experts[:1]), correct
 
 
 def initial_prototypes(
@@ -136,17 +152,11 @@ def initial_prototypes(
             "representative."
         )
     gen = generator(cfg.seed, "distill", "init")
-    layout = ParamLayout.from_model(model)
-    final = int(store.manifest.get("train_epochs", cfg.experts.train_epochs))
     # MTT (random real, hard labels) never consults the experts; only DATM's correct-init walks (and
     # averages) all of them, the other initialisations and soft labels read expert 0's final snapshot.
     needed = dcfg.init != "real" or dcfg.soft_label
-    consulted = experts if dcfg.init == "correct" else experts[:1]
-    classifiers = (
-        [_Classifier(model, layout, store.snapshot(e, final, device=device)) for e in consulted]
-        if needed
-        else []
-    )
+    consulted, mean_over_correct = label_experts(dcfg, experts)
+    classifiers = final_classifiers(cfg, store, consulted, model, device) if needed else []
     info: dict = {"init": dcfg.init}
     if dcfg.init == "correct":
         idx, filled = correct_real_indices(data.train_x, data.train_y, ipc, num_classes, classifiers, gen)
@@ -162,9 +172,7 @@ def initial_prototypes(
     lr = torch.tensor(dcfg.lr_init or cfg.experts.lr_teacher, device=device)
     learn = {"images": (dcfg.lr_img, dcfg.momentum_img), "lr": (dcfg.lr_lr, dcfg.momentum_lr)}
     if dcfg.soft_label:
-        logits = expert_label_logits(
-            images.detach(), labels, classifiers, mean_over_correct=dcfg.init == "correct"
-        )
+        logits = expert_label_logits(images.detach(), labels, classifiers, mean_over_correct)
         info["soft_label_agreement"] = float((logits.argmax(1) == labels).float().mean())
         learn["label_logits"] = (dcfg.lr_y, dcfg.momentum_y)
         synthetic = Prototypes(images, lr, learn, label_logits=logits.detach().clone().float())
