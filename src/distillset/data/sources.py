@@ -1045,7 +1045,9 @@ def _npz_labels(a: np.ndarray, path: Path, key: str) -> Tensor:
 
 @register_dataset("npz")
 def _load_npz(root: Path | None) -> SourceData:
-    """A .npz file with x_train, y_train, x_test, y_test and optionally class_names."""
+    """A .npz file with x_train, y_train, x_test, y_test and optionally class_names. An empty test split
+    (0 images, as `distillset export --format npz` writes for a distilled set) means none: a seeded
+    hold-out is cut from the training images instead."""
     if root is None:
         raise DataError(f"The npz dataset has no default location and needs data.root; {_NPZ_HINT}.")
     try:
@@ -1072,6 +1074,8 @@ def _load_npz(root: Path | None) -> SourceData:
     else:
         top = max(int(train_y.max()) if len(train_y) else -1, int(test_y.max()) if len(test_y) else -1)
         class_names = [str(i) for i in range(top + 1)]
+    if test_x.shape[0] == 0 and test_y.shape[0] == 0:
+        test_x = test_y = None
     return SourceData(train_x, train_y, class_names, test_x, test_y, source=str(root))
 
 
