@@ -149,6 +149,8 @@ def run(items: tuple[str, ...], out: str | None, as_json: bool) -> None:
     progress = not as_json or sys.stderr.isatty()
     result = run_pipeline(cfg, run_dir, progress=progress, echo=None if as_json else click.echo)
     click.echo(json.dumps(result.report) if as_json else format_report(result.report))
+    if not as_json:
+        click.echo(f"report: {result.page} (open it in a browser)")
 
 
 @cli.group()
@@ -272,6 +274,85 @@ def sample(artifact: str, n: int, out: str, seed: int) -> None:
         )
     count = write_samples(art, n, Path(out), seed)
     click.echo(f"{count} images ({art.num_priors} means and {n} sample(s) of each prior) written to {out}")
+
+
+@cli.command("import", context_settings={"ignore_unknown_options": True})
+@click.argument("src", type=click.Path())
+@click.argument("items", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Artifact directory to write.")
+@click.option("--method", help="The method that made the set, for the manifest (default: imported).")
+@click.option(
+    "--space",
+    type=click.Choice(["network", "pixel"]),
+    default="network",
+    show_default=True,
+    help="network: the images are already the network's input (the authors' files); pixel: [0, 1] images.",
+)
+@click.option("--which", default="best", show_default=True, help="best, or an iteration IT (images_IT.pt).")
+def import_cmd(
+    src: str, items: tuple[str, ...], out: str, method: str | None, space: str, which: str
+) -> None:
+    """Import another tool's distilled set (MTT, DATM, PAD, DD-Ranking .pt files) as an artifact:
+    distillset import SRC --out DIR [PRESET_OR_YAML] [key=value ...].
+
+    SRC is the folder with images_best.pt (labels_best.pt, lr_best.pt), the run folder holding Normal/,
+    DD-Ranking's folder (images.pt, labels.pt, lr.pt) or an images file; the config names the dataset.
+    """
+    from .data.prepared import prepare
+    from .interop import describe_import, import_authors
+
+    _, cfg = _resolve(items)
+    data = prepare(cfg.data, resolve_device(cfg.device))
+    art = import_authors(Path(src), cfg, data, method=method, space=space, which=which)
+    path = art.save(out)
+    click.echo(f"imported {describe_import(art)} from {src}; artifact written to {path}")
+
+
+@cli.command("export")
+@click.argument("artifact", type=click.Path())
+@click.option(
+    "--format", "fmt", type=click.Choice(["imagefolder", "npz", "ddranking"]), required=True, help="Format."
+)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="A new or empty directory.")
+@click.option("--samples", type=int, default=0, show_default=True, help="Fresh samples of every prior (D3).")
+def export_cmd(artifact: str, fmt: str, out: str, samples: int) -> None:
+    """Export an artifact for other tools: PNGs per class (imagefolder), an .npz dataset (npz), or
+    DD-Ranking's images.pt, labels.pt and lr.pt (ddranking)."""
+    from .interop import describe_export, export_artifact
+    from .synthetic import DistilledSet
+
+    art = DistilledSet.load(artifact)
+    paths = export_artifact(art, Path(out), fmt, samples=samples)
+    click.echo(describe_export(art, fmt, out, paths, samples))
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path())
+@click.option("--root", help="Where the dataset lies on this machine, if not where the run was made (ZCA).")
+def report(run_dir: str, root: str | None) -> None:
+    """Write RUN/report/index.html: the synthetic set, the distillation's curves, the experts, the
+    evaluation beside its baselines and the config, as one page that opens without a server."""
+    from .report import write_report
+
+    t0 = time.perf_counter()
+    path = write_report(Path(run_dir), root=root)
+    click.echo(f"report written to {path} ({time.perf_counter() - t0:.1f} s)")
+
+
+@cli.command("compare")
+@click.argument("entries", metavar="RUN_OR_ARTIFACT...", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--out", type=click.Path(file_okay=False), default="compare", show_default=True, help="Where to write."
+)
+def compare_cmd(entries: tuple[str, ...], out: str) -> None:
+    """Compare evaluated runs or artifacts: one row each (accuracy, baselines, storage, compute), written
+    as OUT/compare.md, .html, .png (accuracy against storage) and .json."""
+    from .compare import compare
+
+    comparison = compare([Path(e) for e in entries])
+    click.echo(comparison.to_text())
+    paths = comparison.write(Path(out))
+    click.echo(f"comparison written to {', '.join(str(p) for p in paths.values())}")
 
 
 @cli.command()

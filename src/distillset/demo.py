@@ -1,8 +1,9 @@
 """`distillset demo`: the embedded end-to-end job on scikit-learn digits (ships with scikit-learn).
 
 Trains the experts once, distils with DATM at IPC 1 and 10 (the `datm-digits` preset), evaluates each
-distilled set beside the random-real baseline (a fresh random subset for every network, same recipe),
-and prints the tables and where everything was written. Every stage resumes: running the demo again
+distilled set beside the random-real baseline (a fresh random subset for every network, same recipe) and
+the random subset with the same kind of soft labels, writes each run's report (`report/index.html`), and
+prints the tables and where everything was written. Every stage resumes: running the demo again
 on the same directory reuses the experts and continues any interrupted distillation.
 """
 
@@ -59,4 +60,5 @@ def run_demo(out: Path, quick: bool = False, echo: Callable[[str], None] = print
         )
         reports[ipc] = done.report
         echo(format_report(done.report))
+        echo(f"report: {done.page}")
     return reports

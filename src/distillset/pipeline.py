@@ -32,6 +32,7 @@ class RunResult:
     report: dict | None  # the evaluation (None when not evaluated)
     store: TrajectoryStore | None  # the experts (None for objectives without experts)
     seconds: dict = field(default_factory=dict)  # per stage
+    page: Path | None = None  # the run report's index.html (None when not written)
 
 
 def check(cfg: Config) -> None:
@@ -92,12 +93,14 @@ def run_pipeline(
     scores_dir: str | Path | None = None,
     evaluate_set: bool = True,
     baseline: bool = True,
+    report: bool = True,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Experts (reused from `store` or `experts_dir`, default `out/experts`) -> distill -> evaluate, in the
-    run directory `out`. `baseline=False` leaves out the random-real baseline (benchmarks compute it once
-    per IPC). `echo` receives a line after each stage."""
+    """Experts (reused from `store` or `experts_dir`, default `out/experts`) -> distill -> evaluate ->
+    the run report (`out/report/index.html`; not with `report=False`), in the run directory `out`.
+    `baseline=False` leaves out the random-real baseline (benchmarks compute it once per IPC). `echo`
+    receives a line after each stage."""
     check(cfg)
     out, say = Path(out), echo or (lambda _line: None)
     data = data if data is not None else prepare(cfg.data, resolve_device(cfg.device))
@@ -116,6 +119,7 @@ def run_pipeline(
             {"subtasks": round(time.perf_counter() - t0, 1)},
             evaluate_set,
             baseline,
+            report,
             progress,
             say,
         )
@@ -131,7 +135,7 @@ def run_pipeline(
     result = interruptible(lambda: run_distillation(cfg, out, data, store, progress=progress), out)
     t2 = time.perf_counter()
     seconds = {"experts": round(t1 - t0, 1), "distill": round(t2 - t1, 1)}
-    return _finish(cfg, data, out, result, store, seconds, evaluate_set, baseline, progress, say)
+    return _finish(cfg, data, out, result, store, seconds, evaluate_set, baseline, report, progress, say)
 
 
 def _finish(
@@ -143,20 +147,28 @@ def _finish(
     seconds: dict,
     evaluate_set: bool,
     baseline: bool,
+    report: bool,
     progress: bool,
     say: Callable[[str], None],
 ) -> RunResult:
     write_config(out, cfg, overwrite=True)
     say(distilled_line(result))
-    report = None
+    evaluation = None
     if evaluate_set:
         t0 = time.perf_counter()
         if not baseline:
             cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"baseline": False})})
-        report = evaluate(result.artifact, cfg, data, progress=progress, artifact_path=out / "distilled")
-        write_json(out / "evaluation.json", report)
+        evaluation = evaluate(result.artifact, cfg, data, progress=progress, artifact_path=out / "distilled")
+        write_json(out / "evaluation.json", evaluation)
         seconds["evaluate"] = round(time.perf_counter() - t0, 1)
-    return RunResult(result, report, store, seconds)
+    page = None
+    if report:
+        from .report import write_report
+
+        t0 = time.perf_counter()
+        page = write_report(out)
+        seconds["report"] = round(time.perf_counter() - t0, 1)
+    return RunResult(result, evaluation, store, seconds, page)
 
 
 def distilled_line(result: DistillResult) -> str:
@@ -184,4 +196,6 @@ def distill(
     `out` defaults to `runs/<method>-<dataset>-ipc<K>`; calling again continues or reuses that run.
     """
     out = Path(out) if out is not None else Path("runs") / f"{cfg.method}-{cfg.data.name}-ipc{cfg.data.ipc}"
-    return run_pipeline(cfg, out, data, evaluate_set=False, progress=progress).distilled.artifact
+    return run_pipeline(
+        cfg, out, data, evaluate_set=False, report=False, progress=progress
+    ).distilled.artifact
