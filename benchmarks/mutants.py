@@ -142,8 +142,8 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                'base_lr, ecfg.epochs, ("eval", name, r), (tag, name, r))',
-                'base_lr, ecfg.epochs // 2, ("eval", name, r), (tag, name, r))',
+                'base_lr, ecfg.epochs, ("eval", name, r), (tag, name, r), aug)',
+                'base_lr, ecfg.epochs // 2, ("eval", name, r), (tag, name, r), aug)',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
@@ -154,8 +154,8 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                f"{I8}source = FixedData(data.train_x[idx], data.train_y[idx])\n",
-                f"{I8}source = FixedData(data.train_x[idx], data.train_y[idx])\n"
+                f"{I8}source = FixedData(data.train_x[idx], labels)\n",
+                f"{I8}source = FixedData(data.train_x[idx], labels)\n"
                 f'{I8}ecfg = ecfg.model_copy(update={{"decay_at": 1.0}})\n',
             ),
         ),
@@ -167,8 +167,8 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                f"{I8}source = FixedData(data.train_x[idx], data.train_y[idx])\n",
-                f"{I8}source = FixedData(data.train_x[idx], data.train_y[idx])\n"
+                f"{I8}source = FixedData(data.train_x[idx], labels)\n",
+                f"{I8}source = FixedData(data.train_x[idx], labels)\n"
                 f'{I8}ecfg = ecfg.model_copy(update={{"dsa": False}})\n',
             ),
         ),
@@ -180,8 +180,8 @@ MUTANTS = [
         "evaluate.py",
         (
             (
-                'base_lr, ecfg.epochs, ("eval", name, r), (tag, name, r))',
-                'base_lr, ecfg.epochs, ("baseline", name, r), (tag, name, r))',
+                'base_lr, ecfg.epochs, ("eval", name, r), (tag, name, r), aug)',
+                'base_lr, ecfg.epochs, ("baseline", name, r), (tag, name, r), aug)',
             ),
         ),
         (f"{EVAL}test_random_baseline_gets_the_same_recipe_and_initialisation",),
@@ -394,6 +394,46 @@ MUTANTS = [
             ),
         ),
         ("tests/test_d3.py::test_a_fresh_sample_at_every_inner_step",),
+    ),
+    Mutant(
+        "soft-random-hard-labels",
+        "the soft-label random baseline trains on the labeller's logits, not on the hard labels",
+        "evaluate.py",
+        (
+            (
+                "labels = data.train_y[idx] if targets is None else targets.to(data.train_x.device)",
+                "labels = data.train_y[idx]",
+            ),
+        ),
+        (
+            "tests/test_label_baselines.py::test_soft_random_baseline_labels_are_the_experts_logits_on_its_images",
+        ),
+    ),
+    Mutant(
+        "soft-random-expert-0-only",
+        "the soft-label random baseline's logits follow the set's rule (DATM: the mean over correct experts)",
+        "soft_labels.py",
+        (
+            (
+                "expert_label_logits(x, y, classifiers, mean_over_correct)",
+                "expert_label_logits(x, y, classifiers[:1], False)",
+            ),
+        ),
+        (
+            "tests/test_label_baselines.py::test_soft_random_baseline_labels_are_the_experts_logits_on_its_images",
+        ),
+    ),
+    Mutant(
+        "ddranking-lrs-weights-swapped",
+        "DD-Ranking's LRS weighs IOR by w and HLR by 1 - w",
+        "evaluate.py",
+        (
+            (
+                "_normalised_score(w * i - (1 - w) * h)",
+                "_normalised_score((1 - w) * i - w * h)",
+            ),
+        ),
+        ("tests/test_label_baselines.py::test_ddranking_scores_by_hand",),
     ),
 ]
 
