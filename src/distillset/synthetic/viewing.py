@@ -2,9 +2,10 @@
 
 An artifact stores its images as the network sees them (after mean/std normalisation or ZCA). Mean/std is
 undone from the manifest alone. ZCA needs the whitening matrix, which the artifact does not carry: it is
-fitted again on the artifact's training split (the manifest names the dataset, the split and the ZCA's
-fingerprint, and the refit must reproduce that fingerprint). When the data are not on this machine the
-images are shown min-max scaled per image instead, and `Viewer.exact` says so.
+fitted again on the artifact's training split (the manifest names the dataset and the split, whose
+fingerprint the data at hand must reproduce, and the ZCA's fingerprint, which a refit on another device
+may miss by rounding). When the data are not on this machine, or differ, the images are shown min-max
+scaled per image instead, and `Viewer.exact` says so.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def viewer_for(meta: dict, root: str | None = None) -> Viewer:
     """The viewer of an artifact's images, from its manifest `meta` (preprocessing, config, dataset).
 
     ZCA'd images are inverted with the ZCA refitted on the artifact's training split (loaded from its
-    `data` config, or from `root`); if the data cannot be loaded or the refit differs from the
-    manifest's fingerprint, the min-max fallback."""
+    `data` config, or from `root`); if the data cannot be loaded or are not the artifact's, the min-max
+    fallback."""
     prep = meta.get("preprocessing") or {}
     if prep.get("kind") == "normalize":
         return normalize_viewer(prep)
@@ -67,10 +68,14 @@ def viewer_for(meta: dict, root: str | None = None) -> Viewer:
 
     try:
         ds = load_from_config(data_config_of(meta, root))
-        fitted = fit_preprocessor(ds.train.x, ds.mean, ds.std, zca=True, eps=prep.get("zca_eps", 0.1))
     except (DistillsetError, OSError, ValueError) as e:
         return minmax_viewer(f"ZCA: the training data to refit it are not at hand: {e}")
-    want = prep.get("zca_fingerprint")
-    if want is not None and fitted.fingerprint() != want:
-        return minmax_viewer("ZCA: the refitted matrix differs from the artifact's")
-    return Viewer("zca", True, "ZCA inverted (refitted on the training split)", fitted.inverse)
+    want_data = (meta.get("dataset") or {}).get("fingerprint")
+    if want_data is not None and ds.fingerprint() != want_data:
+        return minmax_viewer("ZCA: the training data at hand differ from the artifact's")
+    fitted = fit_preprocessor(ds.train.x, ds.mean, ds.std, zca=True, eps=prep.get("zca_eps", 0.1))
+    if prep.get("zca_fingerprint") in (None, fitted.fingerprint()):
+        return Viewer("zca", True, "ZCA inverted (refitted on the training split)", fitted.inverse)
+    # the same training split and eps: a fit on another device differs from the artifact's in rounding only
+    how = "ZCA inverted (refitted on the same training split; equal to the artifact's up to rounding)"
+    return Viewer("zca", True, how, fitted.inverse)
