@@ -31,6 +31,18 @@ def tiny_cfg():
 
 
 @pytest.fixture(scope="session")
+def demo_runs(tmp_path_factory):
+    """The quick demo, once per session: OUT/experts (shared), OUT/datm-ipc1 and OUT/datm-ipc10, each
+    evaluated and reported. Tests copy a run before changing it."""
+    from distillset.demo import run_demo
+
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("demo")
+    run_demo(out, quick=True, echo=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="session")
 def digits_data():
     return prepare(load_config("random-digits", TINY).data, torch.device("cpu"))
 

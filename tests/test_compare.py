@@ -9,22 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from distillset.cli import main
 from distillset.compare import compare, unique_names
-from distillset.demo import run_demo
 from distillset.errors import DistillsetError
-
-
-@pytest.fixture(scope="module")
-def demo_runs(tmp_path_factory) -> Path:
-    """The quick demo: OUT/datm-ipc1 and OUT/datm-ipc10, each evaluated."""
-    torch.set_num_threads(2)
-    out = tmp_path_factory.mktemp("demo")
-    run_demo(out, quick=True, echo=lambda s: None)
-    return out
 
 
 def _pm(s: dict, plus: str = "±") -> str:

@@ -14,22 +14,12 @@ import torch
 from PIL import Image
 
 from distillset.cli import main
-from distillset.demo import run_demo
 from distillset.errors import DistillsetError
 from distillset.report import image_grid, write_report
 from distillset.synthetic import DistilledSet, LatentSet
 from distillset.synthetic.decoders import Decoder, DecoderSpec
 from distillset.synthetic.viewing import viewer_for
 from distillset.utils import generator
-
-
-@pytest.fixture(scope="module")
-def demo_runs(tmp_path_factory) -> Path:
-    """The quick demo (experts shared in OUT/experts, runs OUT/datm-ipc1 and OUT/datm-ipc10)."""
-    torch.set_num_threads(2)
-    out = tmp_path_factory.mktemp("demo")
-    run_demo(out, quick=True, echo=lambda s: None)
-    return out
 
 
 @pytest.fixture(scope="module")
