@@ -246,6 +246,11 @@ def test_d3_run_end_to_end_resumes_and_samples(tmp_path, capsys):
     for k in range(2):
         assert (out / "subtasks" / str(k) / "checkpoints").is_dir()
         assert (out / "subtasks" / str(k) / "experts" / "manifest.json").exists()
+    # the run report shows the decoded means, a few samples, and each sub-task's initial set
+    page = (out / "report" / "index.html").read_text()
+    for png in ("grid-distilled.png", "grid-samples.png", "grid-initial.png", "loss.png", "experts.png"):
+        assert f'src="{png}"' in page and (out / "report" / png).exists(), png
+    assert "decoded means" in page
 
     # killed after its first checkpoint (iteration 2): the same command ends with the same artifact
     again = tmp_path / "again"
