@@ -5,12 +5,14 @@ into 100 synthetic images (hard labels, or learnable label logits with --labels 
 synthetic lr, after syn_steps plain-SGD inner steps on all images with DSA on every step. Measured for
 ConvNet-128-3 on 3x32x32 ("big") and ConvNet-64-3 on 1x28x28 ("small") at syn_steps 10, 20, 40, 80, each
 cell in its own subprocess (peak RSS on the CPU, peak allocated memory on CUDA); cells whose extrapolated
-memory would not fit are skipped. Compares unroll with the authors' figures measured on the same machine.
+memory would not fit are skipped. Compares unroll with the authors' figures measured on the same machine,
+and, with the engine "authors" (benchmarks/authors_loop.py, their loop restated standalone), every engine
+with the authors' loop measured in the same run.
 
 Writes benchmarks/results/engine.{json,md}. The harness is `benchmarks/engine_bench.py`; this script is
 its command line, and with the hidden first argument `_measure` the entry of each measurement's child
 process (`python benchmarks/engine.py _measure --spec JSON`, one JSON line on stdout).
-Usage: python benchmarks/engine.py [--steps 10,20,40,80] [--engines unroll,tesla,adjoint]
+Usage: python benchmarks/engine.py [--steps 10,20,40,80] [--engines unroll,tesla,adjoint[,authors]]
                                    [--models big,small] [--iters auto|N] [--out DIR] [--device auto]
                                    [--labels hard|soft] [--allocator default|reuse] [--resume]
 """
@@ -25,6 +27,7 @@ from typing import Any
 
 import click
 from engine_bench import (
+    AUTHORS,
     AUTO_MAX_ITERS,
     AUTO_MIN_SECONDS,
     DEFAULT_STEPS,
@@ -53,7 +56,12 @@ def _csv(value: str, choices: Iterable[str] | None = None) -> list[str]:
 @click.option(
     "--steps", default=",".join(map(str, DEFAULT_STEPS)), show_default=True, help="syn_steps values."
 )
-@click.option("--engines", default=",".join(ENGINE_NAMES), show_default=True)
+@click.option(
+    "--engines",
+    default=",".join(ENGINE_NAMES),
+    show_default=True,
+    help=f"among {', '.join((*ENGINE_NAMES, AUTHORS))} ({AUTHORS}: the authors' loop restated standalone).",
+)
 @click.option(
     "--models",
     default=",".join(MODELS),
@@ -131,7 +139,7 @@ def engine(
     results = run_benchmark(
         _csv(models, MODELS),
         step_list,
-        _csv(engines, ENGINE_NAMES),
+        _csv(engines, (*ENGINE_NAMES, AUTHORS)),
         iters,
         device,
         labels,

@@ -16,6 +16,11 @@ A measurement whose peak, extrapolated linearly from the smaller step counts alr
 same model and engine, would exceed a fraction (default 75%) of the available memory (MemAvailable, or
 the device's free memory as the last child saw it) is skipped and recorded as such, as are timeouts.
 
+The engine "authors" is the authors' DATM/PAD outer iteration restated standalone (`authors_loop.py`, torch
+only: their ConvNet on a flat parameter vector, their DSA, the same inner steps and loss, and the SGD steps
+of their three optimisers), built and timed by the same child in place of `meta_loss`, so that our engines
+can be compared with it in the same run (`--engines adjoint,authors`; the report adds `/ authors` ratios).
+
 On a shared CPU other processes spoil the timings (with 2 OpenMP threads on 2 busy cores a step can take
 several times as long): each child records how many cores other processes kept busy while it was timed
 (`other_cpu_cores`, from /proc/stat); the parent waits for a quiet machine before each cell, re-runs a
@@ -44,7 +49,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +59,9 @@ import distillset
 from distillset.provenance import describe, made_by_other_code, provenance
 
 ENGINE_NAMES = ("unroll", "tesla", "adjoint")
+# The authors' DATM/PAD outer iteration restated standalone (benchmarks/authors_loop.py), measured by the
+# same child as a reference in the same run; not one of our engines, so not run unless asked for.
+AUTHORS = "authors"
 DEFAULT_STEPS = (10, 20, 40, 80)
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 DIGITS_STRATEGY = "color_crop_cutout_scale_rotate"
@@ -249,18 +257,16 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     spec: engine, syn_steps, shape [C, H, W], width, depth, classes, images, strategy, labels ("hard" or
     "soft"), lr, device ("auto", "cpu", "cuda"), threads, seed, warmup_steps, iters (int, or "auto").
+    engine "authors": the authors' loop of authors_loop.py on the same setting, in place of `meta_loss`.
     """
     import torch
 
-    from distillset.inner import Student, meta_loss, sample_plan
-    from distillset.models import build_model
-    from distillset.models.params import flat_params
-    from distillset.objectives.trajectory import ParameterMatch
     from distillset.utils import resolve_device
 
     engine, steps = str(spec["engine"]), int(spec["syn_steps"])
-    if engine not in ENGINE_NAMES:
-        raise click.UsageError(f"unknown engine {engine!r}; valid: {', '.join(ENGINE_NAMES)}.")
+    if engine not in (*ENGINE_NAMES, AUTHORS):
+        valid = ", ".join((*ENGINE_NAMES, AUTHORS))
+        raise click.UsageError(f"unknown engine {engine!r}; valid: {valid}.")
     device = resolve_device(str(spec.get("device", "auto")))
     threads = int(spec.get("threads", 2))
     if device.type == "cpu":
@@ -274,37 +280,8 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
     if device.type == "cuda":
         free_mb = torch.cuda.mem_get_info(device)[0] / 2**20
 
-    model = build_model("convnet", shape, classes, width=int(spec["width"]), depth=int(spec["depth"]))
-    model = model.to(device)
-    student = Student.of(model, momentum=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    theta0 = flat_params(model)
-    # An expert segment without a dataset: the start and a perturbed copy as the target.
-    target = theta0 + 0.01 * torch.randn(theta0.shape, generator=gen).to(device)
-    match = ParameterMatch(theta0, target)
-    images = torch.randn((n, *shape), generator=gen).to(device).requires_grad_(True)
-    hard = torch.arange(n) % classes
-    if spec.get("labels", "hard") == "soft":
-        # DATM's learnable label logits (initialised here from the one-hot labels, scaled).
-        targets = (5.0 * torch.nn.functional.one_hot(hard, classes).float()).to(device).requires_grad_(True)
-    else:
-        targets = hard.to(device)
-    lr = torch.tensor(float(spec.get("lr", 0.01)), device=device, requires_grad=True)
-    learned = [t for t in (images, targets, lr) if t.requires_grad]
-
-    def iteration(syn_steps: int) -> tuple[float, float, float]:
-        for t in learned:
-            t.grad = None
-        _sync(device)
-        t0 = time.perf_counter()
-        plan = sample_plan(n, syn_steps, n, shape[1:], strategy, gen, device)
-        loss = meta_loss(engine, student, theta0, images, targets, lr, plan, {syn_steps: match})
-        _sync(device)
-        t1 = time.perf_counter()
-        loss.backward()
-        _sync(device)
-        t2 = time.perf_counter()
-        return t1 - t0, t2 - t1, float(loss.detach())
+    setup = _authors_iteration if engine == AUTHORS else _our_iteration
+    iteration, learned, n_params = setup(spec, engine, device, seed, shape, n, classes, strategy)
 
     warm_steps = max(1, int(spec.get("warmup_steps", 2)))
     t_warm = time.perf_counter()
@@ -333,11 +310,7 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
             break
 
     totals = [f + b for f, b in zip(forward, backward, strict=True)]
-    grads = {
-        name: float(t.grad.norm()) if t.grad is not None else None
-        for name, t in (("images", images), ("labels", targets), ("lr", lr))
-        if t.requires_grad
-    }
+    grads = {name: float(t.grad.norm()) if t.grad is not None else None for name, t in learned.items()}
     rss_peak = peak_rss_mb()
     cpu = meter.read()
     out: dict[str, Any] = {
@@ -345,7 +318,7 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
         "syn_steps": steps,
         "device": str(device),
         "threads": threads if device.type == "cpu" else None,
-        "params": int(theta0.numel()),
+        "params": n_params,
         "iters": len(totals),
         "cpu_seconds_per_iteration": None,
         "seconds_per_iteration": sum(totals) / len(totals),
@@ -380,6 +353,101 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
             memory_kind="rss", peak_mb=out["peak_rss_mb"], peak_increase_mb=out["peak_rss_increase_mb"]
         )
     return out
+
+
+def _our_iteration(
+    spec: Mapping[str, Any],
+    engine: str,
+    device: Any,
+    seed: int,
+    shape: tuple[int, ...],
+    n: int,
+    classes: int,
+    strategy: str | None,
+) -> tuple[Callable[[int], tuple[float, float, float]], dict[str, Any], int]:
+    """One of our engines: an iteration (syn_steps -> forward s, backward s, loss), the learned tensors
+    by name (images, labels when soft, lr) and the student's parameter count."""
+    import torch
+
+    from distillset.inner import Student, meta_loss, sample_plan
+    from distillset.models import build_model
+    from distillset.models.params import flat_params
+    from distillset.objectives.trajectory import ParameterMatch
+
+    model = build_model("convnet", shape, classes, width=int(spec["width"]), depth=int(spec["depth"]))
+    model = model.to(device)
+    student = Student.of(model, momentum=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    theta0 = flat_params(model)
+    # An expert segment without a dataset: the start and a perturbed copy as the target.
+    target = theta0 + 0.01 * torch.randn(theta0.shape, generator=gen).to(device)
+    match = ParameterMatch(theta0, target)
+    images = torch.randn((n, *shape), generator=gen).to(device).requires_grad_(True)
+    hard = torch.arange(n) % classes
+    if spec.get("labels", "hard") == "soft":
+        # DATM's learnable label logits (initialised here from the one-hot labels, scaled).
+        targets = (5.0 * torch.nn.functional.one_hot(hard, classes).float()).to(device).requires_grad_(True)
+    else:
+        targets = hard.to(device)
+    lr = torch.tensor(float(spec.get("lr", 0.01)), device=device, requires_grad=True)
+    learned = [t for t in (images, targets, lr) if t.requires_grad]
+
+    def iteration(syn_steps: int) -> tuple[float, float, float]:
+        for t in learned:
+            t.grad = None
+        _sync(device)
+        t0 = time.perf_counter()
+        plan = sample_plan(n, syn_steps, n, shape[1:], strategy, gen, device)
+        loss = meta_loss(engine, student, theta0, images, targets, lr, plan, {syn_steps: match})
+        _sync(device)
+        t1 = time.perf_counter()
+        loss.backward()
+        _sync(device)
+        t2 = time.perf_counter()
+        return t1 - t0, t2 - t1, float(loss.detach())
+
+    names = {"images": images, "labels": targets, "lr": lr}
+    return iteration, {k: t for k, t in names.items() if t.requires_grad}, int(theta0.numel())
+
+
+def _authors_iteration(
+    spec: Mapping[str, Any],
+    engine: str,
+    device: Any,
+    seed: int,
+    shape: tuple[int, ...],
+    n: int,
+    classes: int,
+    strategy: str | None,
+) -> tuple[Callable[[int], tuple[float, float, float]], dict[str, Any], int]:
+    """The authors' loop (authors_loop.py, next to this file) on the same setting; as `_our_iteration`.
+
+    Its iteration also takes the three SGD steps of their outer optimisers, as their loop does."""
+    import authors_loop
+
+    if n % classes:
+        raise click.UsageError(f"engine authors: {n} images are not a whole number per class of {classes}.")
+    state = authors_loop.build(
+        None,
+        ipc=n // classes,
+        classes=classes,
+        syn_steps=int(spec["syn_steps"]),
+        labels=str(spec.get("labels", "hard")),
+        device=device,
+        seed=seed,
+        width=int(spec["width"]),
+        depth=int(spec["depth"]),
+        shape=shape,
+        strategy=strategy or "none",
+        lr=float(spec.get("lr", 0.01)),
+    )
+
+    def iteration(syn_steps: int) -> tuple[float, float, float]:
+        loss = authors_loop.iteration(state, syn_steps)
+        return state.forward_seconds, state.backward_seconds, loss
+
+    learned = {"images": state.images, "labels": state.label_syn, "lr": state.syn_lr}
+    return iteration, {k: t for k, t in learned.items() if t.requires_grad}, state.num_params
 
 
 # ------------------------------------------------------------------------------------------------
@@ -660,13 +728,15 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def write_markdown(results: Mapping[str, Any]) -> str:
-    """The report: per model, syn_steps x engine with s/it, peak MB and ratios against unroll; the
-    adjoint's peak growth from 10 to 80 steps; the comparison with the authors' figures."""
+    """The report: per model, syn_steps x engine with s/it, peak MB and ratios against unroll (and against
+    the authors' loop when it was measured); the adjoint's peak growth from 10 to 80 steps; the comparison
+    with the authors' figures."""
     settings = results.get("settings", {})
     machine = results.get("machine", {})
     models = settings.get("models", MODELS)
     steps = sorted(settings.get("steps", DEFAULT_STEPS))
     engines = settings.get("engines", list(ENGINE_NAMES))
+    with_authors = AUTHORS in engines
     device = machine.get("device", "cpu")
     mem = "peak RSS" if not str(device).startswith("cuda") else "peak allocated"
     n_images = "/".join(sorted({str(m.get("images", 100)) for m in models.values()}))
@@ -703,23 +773,37 @@ def write_markdown(results: Mapping[str, Any]) -> str:
         "processes during the timed iterations (0 on a quiet machine).",
         "",
     ]
+    if with_authors:
+        lines += [
+            "`authors`: the authors' DATM/PAD outer iteration restated standalone "
+            "(`benchmarks/authors_loop.py`: their ConvNet on one flat parameter vector, their DSA, the same "
+            "inner steps and normalised loss, then the SGD steps of their three optimisers), measured by the "
+            "same child in the same way. `time / authors` and `peak / authors` are against it at the same "
+            "setting in the same run.",
+            "",
+        ]
+    extra_head = " time / authors | peak / authors |" if with_authors else ""
+    extra_rule = "---:|---:|" if with_authors else ""
+    extra_blank = " | |" if with_authors else ""
     flagged = False
     for model, spec in models.items():
         lines += [
             f"## {model}: {spec.get('label', model)}, {spec.get('images', '?')} images",
             "",
             f"| syn_steps | engine | s / it | iters | {mem} MB | +MB | time / unroll | peak / unroll "
-            "| other load |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+            f"| other load |{extra_head}",
+            f"|---:|---|---:|---:|---:|---:|---:|---:|---:|{extra_rule}",
         ]
         for s in steps:
             ref = _find(results, model, "unroll", s)
             ref_ok = ref is not None and _is_ok(ref)
+            auth = _find(results, model, AUTHORS, s) if with_authors else None
+            auth_ok = auth is not None and _is_ok(auth)
             for e in engines:
                 m = _find(results, model, e, s)
                 status = _status(m)
                 if status:
-                    lines.append(f"| {s} | {e} | {status} | | | | | | |")
+                    lines.append(f"| {s} | {e} | {status} | | | | | | |{extra_blank}")
                     continue
                 t, p, inc = m["seconds_per_iteration"], m["peak_mb"], m.get("peak_increase_mb")
                 rt = _ratio(t, ref["seconds_per_iteration"]) if ref_ok else "n/a"
@@ -728,9 +812,12 @@ def write_markdown(results: Mapping[str, Any]) -> str:
                 other = m.get("other_cpu_cores")
                 load = "" if other is None else f"{other:.2f}" + (" (!)" if _contended(m) else "")
                 flagged |= _contended(m)
-                lines.append(
-                    f"| {s} | {e} | {t:.2f} | {m['iters']} | {p:.0f} | {inc_s} | {rt} | {rp} | {load} |"
-                )
+                row = f"| {s} | {e} | {t:.2f} | {m['iters']} | {p:.0f} | {inc_s} | {rt} | {rp} | {load} |"
+                if with_authors:
+                    at = _ratio(t, auth["seconds_per_iteration"]) if auth_ok else "n/a"
+                    ap = _ratio(p, auth["peak_mb"]) if auth_ok else "n/a"
+                    row += f" {at} | {ap} |"
+                lines.append(row)
         lines.append("")
         lo, hi = min(steps), max(steps)
         for e in ("adjoint", "tesla"):

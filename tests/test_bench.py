@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from engine_bench import (  # noqa: E402
+    AUTHORS,
     ENGINE_NAMES,
     _reusable,
     predict_peak_mb,
@@ -51,6 +52,17 @@ def test_measurement_child_reports_time_and_memory_for_each_engine(labels):
     # Same seed, same plan: every engine computes the same matching loss.
     assert results[0]["loss"] == pytest.approx(results[2]["loss"], rel=1e-5)
     assert results[1]["loss"] == pytest.approx(results[2]["loss"], rel=1e-5)
+
+
+def test_measurement_child_runs_the_authors_loop():
+    r = run_measurement({**TINY, "engine": AUTHORS, "labels": "soft"}, timeout=120)
+    assert "error" not in r and "timeout" not in r, r
+    assert r["engine"] == AUTHORS and r["syn_steps"] == 2 and r["iters"] == 1
+    assert r["seconds_per_iteration"] > 0 and r["forward_seconds"] > 0 and r["backward_seconds"] > 0
+    assert r["memory_kind"] == "rss" and r["peak_mb"] > 0
+    assert r["finite"] and set(r["grad_norms"]) == {"images", "labels", "lr"}
+    assert all(v > 0 for v in r["grad_norms"].values())
+    assert r["params"] > 0
 
 
 def test_predicted_peak():
@@ -113,6 +125,48 @@ def test_markdown_ratios_and_skips():
     ref = next(line for line in md.splitlines() if line.startswith("| big | 10 |"))
     assert "3.85x" in ref and "2.00x" in ref
     assert "Total benchmark wall time: 2.0 min." in md
+
+
+def test_markdown_ratios_against_the_authors_loop():
+    results = {
+        "machine": {"device": "cpu", "threads": 2, "cpu_model": "Test CPU", "torch": "x"},
+        "settings": {
+            "models": {"small": {"label": "ConvNet-64-3, 1x28x28", "images": 100}},
+            "steps": [10, 20],
+            "engines": ["unroll", "adjoint", AUTHORS],
+            "labels": "soft",
+        },
+        "measurements": [
+            _cell("small", "unroll", 10, 3.0, 2000.0),
+            _cell("small", "adjoint", 10, 2.0, 500.0),
+            _cell("small", AUTHORS, 10, 4.0, 2500.0),
+            _cell("small", "unroll", 20, 6.0, 4000.0),
+            _cell("small", "adjoint", 20, 4.0, 520.0),
+            {"model": "small", "engine": AUTHORS, "syn_steps": 20, "timeout": 60.0},
+        ],
+    }
+    md = write_markdown(results)
+    rows = {
+        tuple(c.strip() for c in line.strip("|").split("|")[:2]): [
+            c.strip() for c in line.strip("|").split("|")
+        ]
+        for line in md.splitlines()
+        if line.startswith("| ")
+    }
+    header = next(line for line in md.splitlines() if line.startswith("| syn_steps"))
+    assert header.endswith("| other load | time / authors | peak / authors |")
+    # The existing columns stay; the last two are against the authors' loop of the same run.
+    assert rows[("10", "adjoint")][2:] == ["2.00", "1", "500", "100", "0.67", "0.25", "", "0.50", "0.20"]
+    assert rows[("10", "unroll")][-2:] == ["0.75", "0.80"]
+    assert rows[("10", AUTHORS)][-2:] == ["1.00", "1.00"]
+    # No authors' cell at 20 steps: no ratio there.
+    assert rows[("20", "adjoint")][-2:] == ["n/a", "n/a"]
+    assert "timeout after 60 s" in rows[("20", AUTHORS)][2]
+    assert len(rows[("20", AUTHORS)]) == len(rows[("20", "adjoint")])
+    assert "`benchmarks/authors_loop.py`" in md
+    # Without the authors' loop, the table is as before.
+    plain = write_markdown({**results, "settings": {**results["settings"], "engines": ["unroll", "adjoint"]}})
+    assert "/ authors" not in plain
 
 
 def test_resume_keeps_clean_cells_and_refuses_other_settings():
