@@ -435,6 +435,25 @@ MUTANTS = [
         ),
         ("tests/test_label_baselines.py::test_ddranking_scores_by_hand",),
     ),
+    Mutant(
+        "ensemble-no-momentum",
+        "networks trained together keep SGD's momentum, as one by one",
+        "ensemble.py",
+        (("            if self.momentum:\n", "            if False:\n"),),
+        ("tests/test_ensemble.py::test_members_follow_the_trajectories_of_separate_runs",),
+    ),
+    Mutant(
+        "ensemble-one-lr",
+        "networks trained together each keep their own lr",
+        "ensemble.py",
+        (
+            (
+                "        self.lrs = torch.tensor(list(lrs), dtype=torch.float64)",
+                "        self.lrs = torch.tensor([lrs[0]] * len(lrs), dtype=torch.float64)",
+            ),
+        ),
+        ("tests/test_ensemble.py::test_members_follow_the_trajectories_of_separate_runs",),
+    ),
 ]
 
 

@@ -160,7 +160,8 @@ def test_evaluate_with_coreset_baselines(tiny_cfg, digits_data, digits_feats, mo
     baseline's recipe and the distilled set's initial weights; the features are computed once; the rest of
     the report does not move."""
     art = random_subset(tiny_cfg, digits_data)
-    short = tiny_cfg.eval.model_copy(update={"epochs": 2, "val_every": 1})
+    # one network at a time: the spy below sees each through train_and_test (ensembles: test_ensemble.py)
+    short = tiny_cfg.eval.model_copy(update={"epochs": 2, "val_every": 1, "ensemble": "off"})
     plain = ev.evaluate(art, tiny_cfg.model_copy(update={"eval": short}), digits_data, progress=False)
 
     calls, feature_calls, bars = [], [], []

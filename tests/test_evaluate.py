@@ -97,7 +97,9 @@ def test_checkpoint_choice_ignores_the_test_images(tiny_cfg, digits_data):
 
 
 def _evaluated(tiny_cfg, digits_data, **eval_update):
-    """evaluate() on a 3-per-class random set with lr 0.02, its optimiser steps and batches recorded."""
+    """evaluate() on a 3-per-class random set with lr 0.02, its optimiser steps and batches recorded; the
+    networks one by one (the reference that the ensembles equal: tests/test_ensemble.py)."""
+    eval_update = {"ensemble": "off", **eval_update}
     ecfg = tiny_cfg.eval.model_copy(update={"runs": 2, "epochs": 6, "batch": 8, **eval_update})
     cfg = tiny_cfg.model_copy(update={"eval": ecfg, "data": tiny_cfg.data.model_copy(update={"ipc": 3})})
     base = random_subset(cfg, digits_data)

@@ -51,19 +51,22 @@ def soft_run(tmp_path_factory):
 
 
 def _spy(monkeypatch):
-    """Record every evaluation network's recipe tags, training data and DSA setting."""
+    """Record every evaluation network's recipe tags, training data (epoch 0), DSA setting and lr, as the
+    evaluation builds it (one by one or in an ensemble)."""
     seen = {}
-    real = ev.train_and_test
+    real = ev._network
 
-    def spy(model, x, y, data, ecfg, lr, epochs, seed_tags, seed):  # noqa: ANN001, ANN202
-        source = ev.as_source(x, y)
-        images, targets = source(0)
-        seen.setdefault((seed_tags, "dsa" if ecfg.dsa else "no-dsa"), []).append(
-            (images.clone(), targets.clone(), lr)
+    def spy(cfg, data, sources, name, subset, targets, lr, epochs, init_tags, recipe_tags, aug=True):  # noqa: ANN001, ANN202
+        model, source, ecfg = real(
+            cfg, data, sources, name, subset, targets, lr, epochs, init_tags, recipe_tags, aug
         )
-        return real(model, x, y, data, ecfg, lr, epochs, seed_tags, seed)
+        images, labels = source(0)
+        seen.setdefault((recipe_tags, "dsa" if ecfg.dsa else "no-dsa"), []).append(
+            (images.clone(), labels.clone(), lr)
+        )
+        return model, source, ecfg
 
-    monkeypatch.setattr(ev, "train_and_test", spy)
+    monkeypatch.setattr(ev, "_network", spy)
     return seen
 
 

@@ -216,6 +216,9 @@ class EvalConfig(Section):
         default_factory=lambda: ["soft_random"]
     )
     label_experts: str | None = None  # the expert store that labels soft_random (default: the artifact's)
+    # networks of one architecture, epoch count and set size trained at once (see ensemble.py): auto where
+    # it pays (CUDA; small batches on the CPU), on, or off (one by one)
+    ensemble: Literal["auto", "on", "off"] = "auto"
     ddranking_w: float = Field(0.5, ge=0, le=1)  # LRS's weight of IOR against HLR
     ddranking_gamma: float = Field(0.5, ge=0, le=1)  # ARS's weight of the augmented difference
 
@@ -225,6 +228,12 @@ class EvalConfig(Section):
         if isinstance(v, str):
             return [m.strip() for m in v.split(",") if m.strip()]
         return v
+
+    @field_validator("ensemble", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        # YAML reads on/off as booleans
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("models")
     @classmethod

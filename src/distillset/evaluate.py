@@ -23,6 +23,8 @@ from .baseline import CORESET_METHODS, coreset_features, coreset_indices
 from .config import Config, DataConfig, EvalConfig
 from .data.augment import DSA
 from .data.prepared import PreparedData, prepare
+from .ensemble import MAX_MEMBERS, Member, Stacked, pays
+from .ensemble import accuracies as ensemble_accuracies
 from .errors import ConfigError, StoreError
 from .networks import seeded_model
 from .parallel import Task, executor_for
@@ -30,7 +32,7 @@ from .soft_labels import labeller_for
 from .synthetic import DistilledSet, LatentSet, random_real_indices
 from .synthetic.artifact import FixedData
 from .synthetic.latent_artifact import LatentEpochs, image_storage
-from .training import accuracy, train_epoch
+from .training import accuracy, classification_loss, train_epoch
 from .utils import generator, resolve_device
 
 EpochData = FixedData | LatentEpochs  # epoch -> (images, targets)
@@ -140,7 +142,7 @@ def _fresh_model(cfg: Config, name: str, data: PreparedData, tags: tuple) -> tor
     return model.to(data.train_x.device)
 
 
-def network_task(
+def _network(
     cfg: Config,
     data: PreparedData,
     sources: dict[str, EpochData],
@@ -152,14 +154,8 @@ def network_task(
     init_tags: tuple,
     recipe_tags: tuple,
     aug: bool = True,
-) -> dict:
-    """One evaluation network, an executor task: a fresh `name` with the initial weights of `init_tags`,
-    trained with the evaluation recipe (its order and DSA draws from `recipe_tags`; DSA off when not
-    `aug`) on the synthetic set `sources[targets]` (`subset` None: "distilled", its own labels, or
-    "label_hard", its images with hard labels; a distributional set's means and fresh samples are
-    drawn for this network), on the real images `subset` (training-set indices: a baseline, with hard
-    labels or the label logits `targets`) or on the whole training set (`subset` "all");
-    `train_and_test`'s row."""
+) -> tuple[torch.nn.Module, EpochData, EvalConfig]:
+    """The fresh model, the epoch source and the recipe of one evaluation network (see `network_task`)."""
     model = _fresh_model(cfg, name, data, init_tags)
     ecfg = cfg.eval if aug else cfg.eval.model_copy(update={"dsa": False})
     if subset is None:
@@ -170,7 +166,104 @@ def network_task(
         idx = subset.to(data.train_x.device)
         labels = data.train_y[idx] if targets is None else targets.to(data.train_x.device)
         source = FixedData(data.train_x[idx], labels)
+    return model, source, ecfg
+
+
+def network_task(cfg: Config, data: PreparedData, sources: dict[str, EpochData], *args: object) -> dict:
+    """One evaluation network, an executor task: a fresh `name` with the initial weights of `init_tags`,
+    trained with the evaluation recipe (its order and DSA draws from `recipe_tags`; DSA off when not
+    `aug`) on the synthetic set `sources[targets]` (`subset` None: "distilled", its own labels, or
+    "label_hard", its images with hard labels; a distributional set's means and fresh samples are
+    drawn for this network), on the real images `subset` (training-set indices: a baseline, with hard
+    labels or the label logits `targets`) or on the whole training set (`subset` "all"); the arguments
+    after `sources` are those of `_network`. Returns `train_and_test`'s row."""
+    model, source, ecfg = _network(cfg, data, sources, *args)
+    lr, epochs, recipe_tags = args[3], args[4], args[6]
     return train_and_test(model, source, None, data, ecfg, lr, epochs, recipe_tags, cfg.seed)
+
+
+def ensemble_task(
+    cfg: Config, data: PreparedData, sources: dict[str, EpochData], members: list[tuple[str, tuple]]
+) -> dict[str, dict]:
+    """Several evaluation networks of one architecture, epoch count and set size trained at once (see
+    ensemble.py), each exactly as `network_task` would train it; {key: row}."""
+    built = []
+    for _key, args in members:
+        model, source, ecfg = _network(cfg, data, sources, *args)
+        lr, recipe_tags = args[3], args[6]
+        _opt, order_gen, aug, aug_gen = _recipe(model, ecfg, lr, data, recipe_tags, cfg.seed)
+        built.append(Member(model, source, lr, aug, order_gen, aug_gen))
+    rows = train_and_test_ensemble(built, data, cfg.eval, members[0][1][4])
+    return {key: row for (key, _args), row in zip(members, rows, strict=True)}
+
+
+def evaluation_task(cfg: Config, data: PreparedData, sources: dict[str, EpochData], group: list) -> dict:
+    """An executor task of the evaluation: one network (`network_task`) or an ensemble of them;
+    {key: row}."""
+    if len(group) == 1:
+        key, args = group[0]
+        return {key: network_task(cfg, data, sources, *args)}
+    return ensemble_task(cfg, data, sources, group)
+
+
+def train_and_test_ensemble(members: list[Member], data: PreparedData, ecfg: EvalConfig, epochs: int) -> list:
+    """`train_and_test` for every member at once: the same epochs, decay, batches and checkpoints, each
+    member's own data, order, DSA, lr and validation choice; a row per member."""
+    stacked = Stacked([m.model for m in members], [m.lr for m in members], ecfg.momentum, ecfg.weight_decay)
+    count, device = len(members), data.train_x.device
+    has_val = data.val_x.shape[0] > 0
+    best_val, best_state, best_epoch = [-1.0] * count, [None] * count, [epochs] * count
+    max_test = [0.0] * count
+    checkpoints = set(range(ecfg.val_every, epochs + 1, ecfg.val_every)) | {epochs}
+    decay_epoch = int(epochs * ecfg.decay_at)
+    params = list(stacked.params.values())
+    for epoch in range(epochs):
+        if epoch == decay_epoch and decay_epoch > 0:
+            stacked.scale_lr(0.1)
+        epoch_data = [m.source(epoch) for m in members]
+        n = epoch_data[0][0].shape[0]
+        orders = [torch.randperm(n, generator=m.order_gen).to(device) for m in members]
+        total = torch.zeros(count, dtype=torch.float64)
+        for start in range(0, n, ecfg.batch):
+            xs, ys = [], []
+            for m, (x, y), order in zip(members, epoch_data, orders, strict=True):
+                idx = order[start : start + ecfg.batch]
+                xb = x[idx]
+                xs.append(m.aug(xb, m.aug_gen) if m.aug is not None else xb)
+                ys.append(y[idx])
+            logits = stacked(torch.stack(xs))
+            losses = [classification_loss(logits[r], ys[r]) for r in range(count)]
+            stacked.step(torch.autograd.grad(sum(losses), params))
+            total += torch.tensor([float(loss.detach()) for loss in losses], dtype=torch.float64) * len(ys[0])
+        for m, loss in zip(members, (total / max(n, 1)).tolist(), strict=True):
+            if loss != loss:
+                raise FloatingPointError(
+                    f"evaluation diverged (NaN loss) with lr={m.lr:g}; pass a smaller eval.lr."
+                )
+        if epoch + 1 in checkpoints:
+            if ecfg.authors_statistic:
+                tests = ensemble_accuracies(stacked, data.test_x, data.test_y)
+                max_test = [max(a, b) for a, b in zip(max_test, tests, strict=True)]
+            if has_val:
+                for r, val in enumerate(ensemble_accuracies(stacked, data.val_x, data.val_y)):
+                    if val > best_val[r]:
+                        best_val[r], best_state[r], best_epoch[r] = val, stacked.state(r), epoch + 1
+    rows = []
+    for r, m in enumerate(members):
+        final_test = accuracy(stacked.load_into(m.model, stacked.state(r)), data.test_x, data.test_y)
+        test = final_test
+        if best_state[r] is not None:
+            test = accuracy(stacked.load_into(m.model, best_state[r]), data.test_x, data.test_y)
+        row = {
+            "test": test,
+            "val": best_val[r] if has_val else None,
+            "epoch": best_epoch[r],
+            "final_test": final_test,
+        }
+        if ecfg.authors_statistic:
+            row["max_test_authors"] = max_test[r]
+        rows.append(row)
+    return rows
 
 
 def random_subsets(cfg: Config, data: PreparedData, ipc: int) -> list[Tensor]:
@@ -232,6 +325,45 @@ def evaluation_tasks(
             args = (name, "all", None, ecfg.default_lr, ecfg.full_data_epochs, full, full)
             tasks.append(Task(f"{name}/full", args))
     return tasks
+
+
+def _shape(task: Task, sources: dict[str, EpochData], data: PreparedData) -> tuple[int, bool]:
+    """(images per epoch, soft targets) of an evaluation network's training data."""
+    _name, subset, targets = task.args[:3]
+    if subset is None:
+        return sources[targets].shape()
+    if isinstance(subset, str):
+        return int(data.train_y.shape[0]), False
+    return int(subset.numel()), targets is not None
+
+
+def group_tasks(
+    cfg: Config, data: PreparedData, sources: dict[str, EpochData], tasks: list[Task]
+) -> list[Task]:
+    """The evaluation's networks as executor tasks: alone, or in ensembles (`eval.ensemble`; "auto":
+    where it pays, see ensemble.py) of the networks that share an architecture, an epoch count, a set
+    size and a label kind, at most `MAX_MEMBERS` each. A task's args are its list of (key, network args)."""
+    mode = cfg.eval.ensemble
+    groups: dict[tuple, list[Task]] = {}
+    for task in tasks:
+        n, soft = _shape(task, sources, data)
+        name, epochs = task.args[0], task.args[4]
+        full = isinstance(task.args[1], str)
+        groups.setdefault((name, epochs, n, soft, full, task.key if full else None), []).append(task)
+    out = []
+    for (name, _epochs, n, _soft, full, _k), members in groups.items():
+        probe = _fresh_model(cfg, name, data, ("probe",))
+        batch = min(cfg.eval.batch, n)
+        together = mode == "on" or (
+            mode == "auto" and pays(probe, data.train_x.device, batch, data.image_shape)
+        )
+        if full or len(members) == 1 or not together or any(True for _ in probe.buffers()):
+            out += [Task(t.key, ([(t.key, t.args)],)) for t in members]
+            continue
+        for start in range(0, len(members), MAX_MEMBERS):
+            chunk = members[start : start + MAX_MEMBERS]
+            out.append(Task(f"{name}/ensemble/{n}/{chunk[0].key}", ([(t.key, t.args) for t in chunk],)))
+    return out
 
 
 def data_config_of(meta: dict, root: str | None = None) -> DataConfig:
@@ -322,14 +454,16 @@ def evaluate(
             idx = coreset_indices(method, feats, data.train_y, ipc, data.num_classes)
             coreset_idx[method] = idx.to(device)
 
-    rows = executor_for(cfg.executor).map(
-        network_task,
-        evaluation_tasks(cfg, data, ipc, lr, base_lr, coreset_idx, soft_targets, ddranking),
+    tasks = evaluation_tasks(cfg, data, ipc, lr, base_lr, coreset_idx, soft_targets, ddranking)
+    groups = executor_for(cfg.executor).map(
+        evaluation_task,
+        group_tasks(cfg, data, sources, tasks),
         shared=(cfg, data, sources),
         desc="evaluate",
         progress=progress,
         device=cfg.device,
     )
+    rows = {key: row for group in groups.values() for key, row in group.items()}
 
     def summary(name: str, kind: str) -> dict:
         return _summary([rows[f"{name}/{kind}/{r}"] for r in range(ecfg.runs)])

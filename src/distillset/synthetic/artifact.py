@@ -178,5 +178,9 @@ class FixedData:
     def for_network(self, *tags: object) -> FixedData:
         return self
 
+    def shape(self) -> tuple[int, bool]:
+        """(images per epoch, whether the targets are soft)."""
+        return int(self.x.shape[0]), bool(self.y.is_floating_point())
+
     def __call__(self, epoch: int) -> tuple[Tensor, Tensor]:
         return self.x, self.y

@@ -297,6 +297,10 @@ class LatentEpochs:
     def for_network(self, *tags: object) -> LatentEpochs:
         return LatentEpochs(self.art, self.seed, (*self.tags, *tags), self.draws, self.device)
 
+    def shape(self) -> tuple[int, bool]:
+        """(images per epoch, whether the targets are soft)."""
+        return self.art.num_priors * (1 + self.draws), self.art.soft_labels is not None
+
     def __call__(self, epoch: int) -> tuple[Tensor, Tensor]:
         if self._means is None:  # once per network: the decoders, the means and the targets
             self._decoders = self.art.decoders(self.device)
