@@ -14,7 +14,7 @@ its command line, and with the hidden first argument `_measure` the entry of eac
 process (`python benchmarks/engine.py _measure --spec JSON`, one JSON line on stdout).
 Usage: python benchmarks/engine.py [--steps 10,20,40,80] [--engines unroll,tesla,adjoint[,authors]]
                                    [--models big,small] [--iters auto|N] [--out DIR] [--device auto]
-                                   [--labels hard|soft] [--allocator default|reuse] [--resume]
+                                   [--labels hard|soft] [--allocator library|system] [--resume]
 """
 
 from __future__ import annotations
@@ -101,10 +101,10 @@ def _csv(value: str, choices: Iterable[str] | None = None) -> list[str]:
 @click.option("--retries", default=1, show_default=True, help="re-runs of a cell spoiled by other load.")
 @click.option(
     "--allocator",
-    type=click.Choice(["default", "reuse"]),
-    default="default",
+    type=click.Choice(["library", "system"]),
+    default="library",
     show_default=True,
-    help="CPU: glibc malloc as configured, or reuse (no mmap for large blocks, no trimming) in the children.",
+    help="our engines with the library's malloc setting (reuse freed memory) or glibc's defaults.",
 )
 @click.option(
     "--resume",

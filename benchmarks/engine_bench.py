@@ -25,13 +25,15 @@ On a shared CPU other processes spoil the timings (with 2 OpenMP threads on 2 bu
 several times as long): each child records how many cores other processes kept busy while it was timed
 (`other_cpu_cores`, from /proc/stat); the parent waits for a quiet machine before each cell, re-runs a
 spoiled one, flags what stays spoiled, and `--resume` re-measures only the spoiled or missing cells.
-`--allocator reuse` runs the children with glibc malloc told to keep and reuse freed memory (no mmap for
-large blocks, no trimming): with the default, every activation above 32 MB is a fresh mmap whose pages
-are faulted in again on every inner step.
+The library tells glibc malloc, when it is imported, to keep and reuse freed memory (no mmap for large
+blocks, no trimming; `distillset.allocator`): with glibc's defaults every activation above 32 MB is a
+fresh mmap whose pages are faulted in again on every inner step. Our engines run so (`--allocator
+library`, the default) or with glibc's defaults (`--allocator system`); the authors' loop always runs
+with glibc's defaults, as their scripts do.
 
     python benchmarks/engine.py [--steps 10,20,40,80] [--engines unroll,tesla,adjoint] [--models big,small]
                                 [--iters auto|N] [--out benchmarks/results] [--device auto]
-                                [--labels hard|soft] [--allocator default|reuse] [--resume]
+                                [--labels hard|soft] [--allocator library|system] [--resume]
 
 writes `engine.json` (machine, settings, every measurement) and `engine.md` (tables and ratios). This
 module is the harness; `benchmarks/engine.py` is its command line (and the measurement child's entry).
@@ -97,13 +99,8 @@ REFERENCE: dict[str, dict[int, tuple[float, float]]] = {
 # A timing during which other processes kept more cores than this busy is flagged (and re-run).
 CONTENTION = 0.25
 
-# --allocator reuse: glibc malloc never maps large blocks separately and never trims the heap, so freed
-# activations are reused instead of being unmapped and page-faulted in again on the next allocation.
-REUSE_MALLOC_ENV = {
-    "MALLOC_MMAP_MAX_": "0",
-    "MALLOC_TRIM_THRESHOLD_": str(2**40),
-    "MALLOC_TOP_PAD_": str(2**28),
-}
+# --allocator system (and the authors' loop): the child leaves glibc malloc as it is (distillset.allocator).
+SYSTEM_ALLOCATOR_ENV = {"DISTILLSET_ALLOCATOR": "system"}
 
 # --iters auto: time iterations until this many seconds have been measured, at most AUTO_MAX_ITERS.
 AUTO_MIN_SECONDS = 20.0
@@ -334,7 +331,7 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": rss_peak,
         "peak_rss_increase_mb": rss_peak - rss_before if rss_before is not None else None,
         "peak_reset_after_warmup": reset_ok,
-        "allocator": spec.get("allocator", "default"),
+        "allocator": "system" if spec.get("engine") == AUTHORS else spec.get("allocator", "library"),
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         **cpu,
         "loadavg": _loadavg(),
@@ -464,8 +461,8 @@ def run_measurement(spec: Mapping[str, Any], timeout: float | None = None) -> di
     # The child imports the same distillset as this process (the checkout's src/ even when not installed).
     src = str(Path(distillset.__file__).resolve().parents[1])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    if spec.get("allocator", "default") == "reuse":
-        env.update(REUSE_MALLOC_ENV)
+    if spec.get("allocator", "library") == "system" or spec.get("engine") == AUTHORS:
+        env.update(SYSTEM_ALLOCATOR_ENV)
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -533,7 +530,7 @@ def run_benchmark(
     quiet_budget: float = 900.0,
     retries: int = 1,
     contention: float = CONTENTION,
-    allocator: str = "default",
+    allocator: str = "library",
     previous: Mapping[str, Any] | None = None,
     on_result: Any = None,
 ) -> dict[str, Any]:
@@ -680,7 +677,7 @@ def _check_resumable(previous: Mapping[str, Any], results: Mapping[str, Any]) ->
     diff += [
         k for k in ("device", "threads") if previous.get("machine", {}).get(k) != results["machine"].get(k)
     ]
-    if old_s.get("allocator", "default") != new_s.get("allocator", "default"):
+    if old_s.get("allocator", "default") != new_s.get("allocator", "library"):
         diff.append("allocator")
     if set(old_s.get("models", {})) != set(new_s.get("models", {})):
         diff.append("models")
@@ -758,9 +755,10 @@ def write_markdown(results: Mapping[str, Any]) -> str:
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
         + f", torch {machine.get('torch', '?')}"
         + (
-            ", glibc malloc set to reuse freed memory (`--allocator reuse`)."
-            if settings.get("allocator") == "reuse"
-            else ", default allocator."
+            ", our engines with the library's allocator setting (glibc malloc reusing freed memory), the "
+            "authors' loop with glibc's defaults."
+            if settings.get("allocator", "library") == "library"
+            else ", glibc's default allocator."
         ),
         "",
         "One outer iteration = `meta_loss` + `.backward()`: the meta-gradient into "

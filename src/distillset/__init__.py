@@ -16,6 +16,10 @@ from importlib.metadata import version
 
 __version__ = version("distillset")
 
+from .allocator import reuse_freed_memory  # noqa: E402
+
+reuse_freed_memory()  # glibc: reuse freed activations instead of mapping them afresh (see allocator.py)
+
 from .baseline import random_subset  # noqa: E402
 from .config import Config, list_presets, load_config  # noqa: E402
 from .data import load_dataset  # noqa: E402
