@@ -183,6 +183,7 @@ def test_resume_keeps_clean_cells_and_refuses_other_settings():
             "labels": "hard",
             "warmup_steps": 2,
             "seed": 0,
+            "allocator": "library",
         },
         "measurements": [
             {**_cell("small", "unroll", 10, 3.0, 2400.0), "threads": 2, "other_cpu_cores": 0.01},
