@@ -14,7 +14,7 @@ import torch
 from distillset.baseline import random_subset
 from distillset.config import load_config
 from distillset.data.augment import DSA
-from distillset.ensemble import CPU_PIXELS, Member, pays
+from distillset.ensemble import CPU_FLOPS, Member, image_flops, pays
 from distillset.networks import seeded_model
 from distillset.parallel import Task
 from distillset.synthetic.artifact import FixedData
@@ -111,12 +111,13 @@ def test_auto_groups_the_small_sets_and_leaves_the_rest_alone(tiny_cfg, digits_d
 
 
 def test_where_ensembles_pay(tiny_cfg):
-    plain = seeded_model(tiny_cfg.model, (1, 8, 8), 10, 0)
+    digits = seeded_model(load_config("datm-digits").model, (1, 8, 8), 10, 0)  # ConvNet-128-2
     bn = seeded_model(tiny_cfg.model.model_copy(update={"norm": "batch"}), (1, 8, 8), 10, 0)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert pays(plain, cpu, 100, (1, 8, 8))  # 6,400 pixels a batch: the overhead dominates
-    assert not pays(plain, cpu, 256, (1, 28, 28)) and 256 * 784 > CPU_PIXELS
-    assert pays(plain, cuda, 256, (3, 32, 32))
+    assert 4e6 < image_flops(digits, (1, 8, 8)) < 6e6  # 4.9 MFLOP an image
+    assert pays(digits, cpu, 10, (1, 8, 8))  # IPC 1: the overhead dominates
+    assert not pays(digits, cpu, 100, (1, 8, 8)) and 100 * image_flops(digits, (1, 8, 8)) > CPU_FLOPS
+    assert pays(digits, cuda, 256, (1, 8, 8))
     assert not pays(bn, cuda, 10, (1, 8, 8))  # running statistics: one by one
     cfg = load_config("random-digits", ["model.norm=batch", "eval.ensemble=on"])
     assert cfg.eval.ensemble == "on"
