@@ -35,13 +35,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--ipcs", default="1,10")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     torch.set_num_threads(2)
     meta = provenance()
     rows = []
     for dataset, preset, extra in CELLS:
-        for ipc in (1, 10):
+        for ipc in map(int, args.ipcs.split(",")):
             cfg = load_config(preset, [*extra, f"data.ipc={ipc}", f"eval.runs={args.runs}", "device=cpu"])
             cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"epochs": args.epochs})})
             data = prepare(cfg.data, torch.device("cpu"))

@@ -13,9 +13,11 @@ machines do (`tests/test_ensemble.py` states the tolerance).
 Where it pays: on CUDA always; on the CPU only while a step is small, a member's batch costing at most
 `CPU_FLOPS` forward FLOPs (counted on one image with torch's FlopCounterMode): there the overhead is most
 of a step; beyond, the batched convolutions are no faster than separate ones, and the first layer's
-grouped convolution is slower. On digits' ConvNet-128-2 (4.9 MFLOP an image) the 15 networks of an IPC 1
-evaluation trained in 12 s instead of 18 s, those of IPC 10 (100 images a batch) in 64 s instead of 59 s
-together, so IPC 10 trains one by one. Models with buffers that training updates (BatchNorm's running
+grouped convolution is slower. Validation and test accuracies are computed member by member (a large
+shared input runs no faster stacked). Measured side by side (`benchmarks/results/ensemble_eval.md`):
+at IPC 1, 1.20x the networks per hour on digits and 1.03x on Fashion-MNIST, where the accuracy passes
+over the large validation and test splits take most of the time; at IPC 10 no gain on digits and half
+the speed on Fashion-MNIST, so those train one by one. Models with buffers that training updates (BatchNorm's running
 statistics) are trained one by one.
 """
 

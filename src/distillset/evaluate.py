@@ -24,7 +24,6 @@ from .config import Config, DataConfig, EvalConfig
 from .data.augment import DSA
 from .data.prepared import PreparedData, prepare
 from .ensemble import MAX_MEMBERS, Member, Stacked, pays
-from .ensemble import accuracies as ensemble_accuracies
 from .errors import ConfigError, StoreError
 from .networks import seeded_model
 from .parallel import Task, executor_for
@@ -240,14 +239,17 @@ def train_and_test_ensemble(members: list[Member], data: PreparedData, ecfg: Eva
                 raise FloatingPointError(
                     f"evaluation diverged (NaN loss) with lr={m.lr:g}; pass a smaller eval.lr."
                 )
+        # each member checked in its own model: a large shared input runs no faster stacked
         if epoch + 1 in checkpoints:
-            if ecfg.authors_statistic:
-                tests = ensemble_accuracies(stacked, data.test_x, data.test_y)
-                max_test = [max(a, b) for a, b in zip(max_test, tests, strict=True)]
-            if has_val:
-                for r, val in enumerate(ensemble_accuracies(stacked, data.val_x, data.val_y)):
+            for r, m in enumerate(members):
+                state = stacked.state(r)
+                stacked.load_into(m.model, state)
+                if ecfg.authors_statistic:
+                    max_test[r] = max(max_test[r], accuracy(m.model, data.test_x, data.test_y))
+                if has_val:
+                    val = accuracy(m.model, data.val_x, data.val_y)
                     if val > best_val[r]:
-                        best_val[r], best_state[r], best_epoch[r] = val, stacked.state(r), epoch + 1
+                        best_val[r], best_state[r], best_epoch[r] = val, state, epoch + 1
     rows = []
     for r, m in enumerate(members):
         final_test = accuracy(stacked.load_into(m.model, stacked.state(r)), data.test_x, data.test_y)
