@@ -17,8 +17,8 @@ grouped convolution is slower. Validation and test accuracies are computed membe
 shared input runs no faster stacked). Measured side by side (`benchmarks/results/ensemble_eval.md`):
 at IPC 1, 1.20x the networks per hour on digits and 1.03x on Fashion-MNIST, where the accuracy passes
 over the large validation and test splits take most of the time; at IPC 10 no gain on digits and half
-the speed on Fashion-MNIST, so those train one by one. Models with buffers that training updates (BatchNorm's running
-statistics) are trained one by one.
+the speed on Fashion-MNIST, so those train one by one. Models with buffers that training updates
+(BatchNorm's running statistics) are trained one by one.
 """
 
 from __future__ import annotations
