@@ -87,15 +87,10 @@ class Stacked:
             return functional_call(self.base, (p, b), (x,))
 
         self._each = vmap(one, in_dims=(0, 0, 0))
-        self._shared = vmap(one, in_dims=(0, 0, None))
 
     def __call__(self, x: Tensor) -> Tensor:
         """R x B x ... inputs (one batch per member) -> R x B x classes."""
         return self._each(self.params, self.buffers, x)
-
-    def on_shared(self, x: Tensor) -> Tensor:
-        """B x ... inputs seen by every member -> R x B x classes."""
-        return self._shared(self.params, self.buffers, x)
 
     def scale_lr(self, factor: float) -> None:
         self.lrs = self.lrs * factor
@@ -121,15 +116,3 @@ class Stacked:
     def load_into(self, model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
         model.load_state_dict({**model.state_dict(), **state})
         return model
-
-
-@torch.no_grad()
-def accuracies(stacked: Stacked, x: Tensor, y: Tensor, batch_size: int = 1024) -> list[float]:
-    """Each member's top-1 accuracy on (x, y) (eval mode has no effect on the models that ensemble)."""
-    if x.shape[0] == 0:
-        return [float("nan")] * len(stacked.lrs)
-    correct = torch.zeros(len(stacked.lrs), dtype=torch.long)
-    for start in range(0, x.shape[0], batch_size):
-        logits = stacked.on_shared(x[start : start + batch_size])
-        correct += (logits.argmax(dim=2) == y[start : start + batch_size]).sum(dim=1).cpu()
-    return (correct.double() / x.shape[0]).tolist()

@@ -52,9 +52,18 @@ def _epoch(model, source, ecfg, opt, epoch, epochs, lr, order_gen, aug, aug_gen)
             group["lr"] *= 0.1
     x, y = source(epoch)
     loss, _ = train_epoch(model, x, y, opt, ecfg.batch, order_gen, aug, aug_gen)
+    _check_finite(loss, lr)
+    return loss
+
+
+def _check_finite(loss: float, lr: float) -> None:
     if loss != loss:
         raise FloatingPointError(f"evaluation diverged (NaN loss) with lr={lr:g}; pass a smaller eval.lr.")
-    return loss
+
+
+def _checkpoints(ecfg: EvalConfig, epochs: int) -> set[int]:
+    """The epochs after which a network is validated: every `val_every`, and the last."""
+    return set(range(ecfg.val_every, epochs + 1, ecfg.val_every)) | {epochs}
 
 
 def as_source(x: Tensor | EpochData, y: Tensor | None = None) -> EpochData:
@@ -102,7 +111,7 @@ def train_and_test(
     has_val = data.val_x.shape[0] > 0
     best_val, best_state, best_epoch = -1.0, None, epochs
     max_test = 0.0
-    checkpoints = set(range(ecfg.val_every, epochs + 1, ecfg.val_every)) | {epochs}
+    checkpoints = _checkpoints(ecfg, epochs)
     for epoch in range(epochs):
         _epoch(model, source, ecfg, opt, epoch, epochs, lr, order_gen, aug, aug_gen)
         if epoch + 1 in checkpoints:
@@ -213,7 +222,7 @@ def train_and_test_ensemble(members: list[Member], data: PreparedData, ecfg: Eva
     has_val = data.val_x.shape[0] > 0
     best_val, best_state, best_epoch = [-1.0] * count, [None] * count, [epochs] * count
     max_test = [0.0] * count
-    checkpoints = set(range(ecfg.val_every, epochs + 1, ecfg.val_every)) | {epochs}
+    checkpoints = _checkpoints(ecfg, epochs)
     decay_epoch = int(epochs * ecfg.decay_at)
     params = list(stacked.params.values())
     for epoch in range(epochs):
@@ -235,10 +244,7 @@ def train_and_test_ensemble(members: list[Member], data: PreparedData, ecfg: Eva
             stacked.step(torch.autograd.grad(sum(losses), params))
             total += torch.tensor([float(loss.detach()) for loss in losses], dtype=torch.float64) * len(ys[0])
         for m, loss in zip(members, (total / max(n, 1)).tolist(), strict=True):
-            if loss != loss:
-                raise FloatingPointError(
-                    f"evaluation diverged (NaN loss) with lr={m.lr:g}; pass a smaller eval.lr."
-                )
+            _check_finite(loss, m.lr)
         # each member checked in its own model: a large shared input runs no faster stacked
         if epoch + 1 in checkpoints:
             for r, m in enumerate(members):
@@ -346,20 +352,20 @@ def group_tasks(
     where it pays, see ensemble.py) of the networks that share an architecture, an epoch count, a set
     size and a label kind, at most `MAX_MEMBERS` each. A task's args are its list of (key, network args)."""
     mode = cfg.eval.ensemble
-    groups: dict[tuple, list[Task]] = {}
+    out, groups = [], {}
     for task in tasks:
+        if isinstance(task.args[1], str) or mode == "off":  # the full-data reference trains alone
+            out.append(Task(task.key, ([(task.key, task.args)],)))
+            continue
         n, soft = _shape(task, sources, data)
-        name, epochs = task.args[0], task.args[4]
-        full = isinstance(task.args[1], str)
-        groups.setdefault((name, epochs, n, soft, full, task.key if full else None), []).append(task)
-    out = []
-    for (name, _epochs, n, _soft, full, _k), members in groups.items():
+        groups.setdefault((task.args[0], task.args[4], n, soft), []).append(task)
+    for (name, _epochs, n, _soft), members in groups.items():
         probe = _fresh_model(cfg, name, data, ("probe",))
-        batch = min(cfg.eval.batch, n)
-        together = mode == "on" or (
-            mode == "auto" and pays(probe, data.train_x.device, batch, data.image_shape)
+        buffered = any(True for _ in probe.buffers())  # running statistics: never together
+        together = not buffered and (
+            mode == "on" or pays(probe, data.train_x.device, min(cfg.eval.batch, n), data.image_shape)
         )
-        if full or len(members) == 1 or not together or any(True for _ in probe.buffers()):
+        if len(members) == 1 or not together:
             out += [Task(t.key, ([(t.key, t.args)],)) for t in members]
             continue
         for start in range(0, len(members), MAX_MEMBERS):
