@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
+from .baseline import CORESET_METHODS
 from .errors import StoreError
 from .utils import atomic_write, write_json, write_text
 
-CORESETS = ("herding", "kcenter")
 CORESET_NAMES = {"herding": "herding", "kcenter": "k-center"}
 
 
@@ -103,7 +103,7 @@ class Entry:
         """{model: summary} of the distilled set ("results"), a baseline ("random_baseline",
         "soft_random_baseline") or a coreset ("herding", "kcenter"); empty when absent."""
         ev = self.evaluation
-        found = (ev.get("baselines") or {}).get(what) if what in CORESETS else ev.get(what)
+        found = (ev.get("baselines") or {}).get(what) if what in CORESET_METHODS else ev.get(what)
         return found if isinstance(found, dict) else {}
 
 
@@ -212,7 +212,7 @@ class Comparison:
         """The baseline columns some entry has: (key, words)."""
         present = [("random_baseline", "random real")]
         present += [("soft_random_baseline", "random real, soft labels")]
-        present += [(m, CORESET_NAMES[m]) for m in CORESETS]
+        present += [(m, CORESET_NAMES[m]) for m in CORESET_METHODS]
         return [(k, words) for k, words in present if any(e.results(k) for e in self.entries)]
 
     def columns(self) -> list[str]:

@@ -28,7 +28,7 @@ from .identity import mismatch, settings
 from .networks import seeded_model
 from .objectives import Objective, Term, objective_class
 from .progress import progress_bar
-from .rundir import CHECKPOINT, read_checkpoint, trim_metrics, write_checkpoint
+from .rundir import CHECKPOINT, read_checkpoint, read_metrics, trim_metrics, write_checkpoint
 from .synthetic import DistilledSet, LatentSet, SyntheticSet
 from .utils import directory_lock, generator, resolve_device
 
@@ -94,6 +94,7 @@ def _loop(cfg: Config, out: Path, data: PreparedData | None, store: object, prog
     ckpt_path, metrics_path = out / "checkpoints" / CHECKPOINT, out / "metrics.jsonl"
 
     start_it, best, best_it, best_val = 0, synthetic.snapshot(), 0, None
+    start = {k: v for k, v in init_info.items() if k != "indices"}  # how the set began, for the records
     resumed = read_checkpoint(ckpt_path)
     if resumed is not None:
         tensors, saved = resumed
@@ -112,13 +113,11 @@ def _loop(cfg: Config, out: Path, data: PreparedData | None, store: object, prog
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("")
         # the set before any step, for the run report's before/after figure
-        start = {k: v for k, v in init_info.items() if k != "indices"}
         meta = {**artifact_meta(cfg, data, cfg.method), "distill": {"selection": "initial", **start}}
         synthetic.artifact(synthetic.snapshot(), meta).save(out / "distilled-initial")
 
     def checkpoint(next_it: int) -> None:
         tensors = {**synthetic.tensors(), **{f"best.{k}": v.detach().cpu() for k, v in best.items()}}
-        start = {k: v for k, v in init_info.items() if k != "indices"}
         state = {
             "identity": identity,
             "next_it": next_it,
@@ -169,13 +168,7 @@ def _loop(cfg: Config, out: Path, data: PreparedData | None, store: object, prog
 
 def logged_seconds(metrics: Path) -> float:
     """The seconds of every iteration in the metrics log (a resumed run's earlier ones included)."""
-    if not metrics.exists():
-        return 0.0
-    total = 0.0
-    for line in metrics.read_text().splitlines():
-        rec = json.loads(line) if line.strip() else {}
-        total += float(rec.get("seconds", 0.0))
-    return total
+    return sum(float(rec.get("seconds", 0.0)) for rec in read_metrics(metrics))
 
 
 def step(synthetic: SyntheticSet, term: Term, objective: Objective, it: int) -> None:

@@ -18,11 +18,8 @@ interrupted export leaves nothing half-written.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +35,7 @@ from .data.prepared import PreparedData
 from .errors import ConfigError, DataError, StoreError
 from .synthetic.artifact import DistilledSet
 from .synthetic.latent_artifact import LatentSet
-from .utils import _umask, generator
+from .utils import atomic_write_dir, generator
 
 SPACES = ("network", "pixel")
 EXPORT_FORMATS = ("imagefolder", "npz", "ddranking")
@@ -370,9 +367,7 @@ def _safe_name(name: str) -> str:
 
 
 def _write_imagefolder(art: DistilledSet | LatentSet, ex: _Export, tmp: Path) -> list[Path]:
-    from PIL import Image
-
-    from .synthetic.viewing import viewer_for
+    from .synthetic.viewing import pil_image, viewer_for
 
     viewer = viewer_for(art.meta)
     pixels = viewer.pixels(ex.images)
@@ -384,8 +379,7 @@ def _write_imagefolder(art: DistilledSet | LatentSet, ex: _Export, tmp: Path) ->
     for i, (img, label) in enumerate(zip(pixels, ex.labels.tolist(), strict=True)):
         rel = Path(f"{label:03d}-{_safe_name(names[label])}") / f"{i:05d}.png"
         (tmp / rel.parent).mkdir(exist_ok=True)
-        a = img.permute(1, 2, 0).numpy()
-        Image.fromarray(a[..., 0] if channels == 1 else a).save(tmp / rel)  # uint8: mode L or RGB
+        pil_image(img.permute(1, 2, 0).numpy()).save(tmp / rel)  # uint8: mode L or RGB
         entry: dict = {"file": rel.as_posix(), "label": int(label), "kind": ex.kinds[i]}
         if ex.logits is not None:
             entry["label_logits"] = [float(v) for v in ex.logits[i]]
@@ -525,19 +519,13 @@ def export_artifact(
     out = Path(out).expanduser()
     _check_out(out)
     ex = _export_parts(art, samples)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> list[Path]:
         written = _WRITERS[fmt](art, ex, tmp)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; keep the user's usual permissions
         _check_out(out)  # nothing appeared there meanwhile
-        if out.is_dir():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return [out / p.relative_to(tmp) for p in written]
+        return [out / p.relative_to(tmp) for p in written]
+
+    return atomic_write_dir(out, write)
 
 
 def describe_export(

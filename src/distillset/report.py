@@ -31,7 +31,8 @@ import yaml
 from . import __version__
 from .compare import cell, human_bytes
 from .errors import StoreError
-from .utils import atomic_write, generator, write_text
+from .rundir import read_metrics
+from .utils import atomic_write, generator, read_json, write_text
 
 GRID_PAD = 2  # white pixels between tiles and around the grid
 GRID_MAX_CLASSES = 10
@@ -154,9 +155,9 @@ def image_grid(
 
 def grid_image(grid: np.ndarray):  # noqa: ANN201 (a PIL image)
     """The PIL image of an `image_grid` array: grey ("L") for one channel, else RGB."""
-    from PIL import Image
+    from .synthetic.viewing import pil_image
 
-    return Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid)
+    return pil_image(grid)
 
 
 # -- reading a run ---------------------------------------------------------------------------------------
@@ -211,12 +212,8 @@ def _load_artifact(path: Path) -> tuple[Any, str | None]:
 
 def _read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
     steps, evals = [], []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by an interruption
-        if not isinstance(rec, dict) or "it" not in rec:
+    for rec in read_metrics(path):
+        if "it" not in rec:
             continue
         if rec.get("event") == "eval":
             evals.append(rec)
@@ -227,7 +224,7 @@ def _read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
 
 def _manifest(path: Path) -> dict:
     try:
-        return json.loads((path / "manifest.json").read_text())
+        return read_json(path / "manifest.json")
     except (OSError, json.JSONDecodeError):
         return {}
 

@@ -42,6 +42,19 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict] | None:
     return tensors, json.loads(meta["state"])
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics log, in order; a line cut short by an interruption is left out."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
 def trim_metrics(path: Path, next_it: int) -> None:
     """Drop records logged after the checkpoint, so a resumed run's log equals an uninterrupted one's."""
     if not path.exists():

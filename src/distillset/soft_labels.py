@@ -76,12 +76,11 @@ def labeller_for(
 
 def _trajectory_labeller(cfg: Config, data: PreparedData, path: Path) -> Labeller:
     from .experts.train import build_expert_model
-    from .objectives.trajectory.objective import final_classifiers, label_experts, open_experts
+    from .objectives.trajectory.objective import final_classifiers, label_experts, open_experts, used_experts
     from .synthetic.init import expert_label_logits
 
     store = open_experts(cfg, data, path)  # checks the store against the config
-    experts = store.completed[: cfg.distill.max_experts] if cfg.distill.max_experts else store.completed
-    consulted, mean_over_correct = label_experts(cfg.distill, experts)
+    consulted, mean_over_correct = label_experts(cfg.distill, used_experts(cfg.distill, store))
     device = data.train_x.device
     model = build_expert_model(cfg, data, ("expert", 0, "init")).to(device)
     classifiers = final_classifiers(cfg, store, consulted, model, device)

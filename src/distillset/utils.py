@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from .errors import ConfigError, StoreError
+
+T = TypeVar("T")
 
 
 def derive_seed(seed: int, *tags: object) -> int:
@@ -62,6 +65,25 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_dir(path: str | Path, write: Callable[[Path], T]) -> T:
+    """Call `write(tmp)` on a temporary directory beside `path`, then rename it to `path` (which may be an
+    empty directory); returns what `write` returned. A reader never sees a half-written directory, and an
+    interrupted write leaves nothing behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        result = write(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; keep the user's usual permissions
+        if path.is_dir():
+            path.rmdir()  # only an empty one: a directory with files refuses
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
 
 
 def _umask() -> int:

@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
 from ..utils import atomic_write, generator, write_json
 from .latent_artifact import LatentSet
-from .viewing import viewer_for
+from .viewing import pil_image, viewer_for
 
 
 def write_samples(art: LatentSet, n: int, out: Path, seed: int = 0) -> int:
@@ -35,10 +34,7 @@ def write_samples(art: LatentSet, n: int, out: Path, seed: int = 0) -> int:
     for i, (img, label, kind) in enumerate(zip(pixels, labels.tolist(), kinds, strict=True)):
         folder = out / "png" / f"{label:03d}-{names[label]}"
         folder.mkdir(parents=True, exist_ok=True)
-        a = img.permute(1, 2, 0).numpy()
-        Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(
-            folder / f"{kind}-{i % art.num_priors:05d}-{i:06d}.png"
-        )
+        pil_image(img.permute(1, 2, 0).numpy()).save(folder / f"{kind}-{i % art.num_priors:05d}-{i:06d}.png")
     write_json(
         out / "samples.json",
         {"means": art.num_priors, "samples_per_prior": n, "seed": seed, "images": int(images.shape[0])},

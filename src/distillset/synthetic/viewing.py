@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.preprocess import Normalize
 from ..errors import DistillsetError
 
 
@@ -42,9 +44,15 @@ class Viewer:
 
 
 def normalize_viewer(preprocessing: dict) -> Viewer:
-    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, -1, 1, 1)
-    return Viewer("normalize", True, "mean/std normalisation undone", lambda x: x * std + mean)
+    inverse = Normalize(preprocessing["mean"], preprocessing["std"]).inverse
+    return Viewer("normalize", True, "mean/std normalisation undone", inverse)
+
+
+def pil_image(pixels: np.ndarray):  # noqa: ANN201 (a PIL image)
+    """The PIL image of uint8 H x W x C pixels: grey ("L") for one channel, else RGB."""
+    from PIL import Image
+
+    return Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
 
 
 def minmax_viewer(why: str) -> Viewer:

@@ -131,6 +131,11 @@ def final_classifiers(
     return [SnapshotClassifier(model, layout, store.snapshot(e, final, device=device)) for e in experts]
 
 
+def used_experts(dcfg: DistillConfig, store: TrajectoryStore) -> list[int]:
+    """The finished experts a run matches (the first `max_experts` of them, when set)."""
+    return store.completed[: dcfg.max_experts] if dcfg.max_experts else store.completed
+
+
 def label_experts(dcfg: DistillConfig, experts: list[int]) -> tuple[list[int], bool]:
     """Which experts DATM's label logits read and how: DATM's correct-init averages every expert that
     classifies an image correctly; every other initialisation reads expert 0's final snapshot."""
@@ -244,7 +249,7 @@ class TrajectoryMatching(Objective):
         dcfg = self.dcfg = cfg.distill
         self.cfg, self.data, self.store, self.seed = cfg, data, store, cfg.seed
         check_schedule(dcfg, int(store.manifest.get("train_epochs", cfg.experts.train_epochs)))
-        self.experts = store.completed[: dcfg.max_experts] if dcfg.max_experts else store.completed
+        self.experts = used_experts(dcfg, store)
         device = data.train_x.device
         self.model = seeded_model(cfg.model, data.image_shape, data.num_classes, cfg.seed, "student").to(
             device
