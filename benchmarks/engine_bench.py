@@ -284,6 +284,11 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
     t_warm = time.perf_counter()
     iteration(warm_steps)
     warmup_seconds = time.perf_counter() - t_warm
+    # The arithmetic of one full iteration (convolutions and matmuls, as torch's FlopCounterMode counts
+    # them), counted on an untimed iteration; and this process's matmul rate, the peak it is measured
+    # against.
+    gflop = count_gflop(iteration, steps) if spec.get("flops", True) else None
+    peak_gflops = matmul_peak_gflops(device) if spec.get("flops", True) else None
 
     gc.collect()
     if device.type == "cuda":
@@ -325,6 +330,9 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
         "warmup_steps": warm_steps,
         "warmup_seconds": warmup_seconds,
         "loss": losses[0],
+        "gflop_per_iteration": gflop,
+        "gflop_per_second": gflop / (sum(totals) / len(totals)) if gflop else None,
+        "matmul_peak_gflop_per_second": peak_gflops,
         "grad_norms": grads,
         "finite": all(v is None or math.isfinite(v) for v in grads.values()),
         "rss_before_mb": rss_before,
@@ -350,6 +358,31 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
             memory_kind="rss", peak_mb=out["peak_rss_mb"], peak_increase_mb=out["peak_rss_increase_mb"]
         )
     return out
+
+
+def count_gflop(iteration: Callable[[int], Any], steps: int) -> float:
+    """GFLOP of one iteration of `steps` inner steps: convolutions and matmuls, forward and backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        iteration(steps)
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_peak_gflops(device: Any, n: int = 2048, repeats: int = 3) -> float:
+    """The rate of an n x n x n float32 matmul on `device` with this process's threads: the machine's peak
+    that the engines' GFLOP/s are set against (154 GFLOP/s on this machine's 2 threads at n = 2048)."""
+    import torch
+
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return repeats * 2 * n**3 / (time.perf_counter() - t) / 1e9
 
 
 def _our_iteration(
@@ -724,6 +757,18 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a is not None and b else "n/a"
 
 
+def _flop_cells(m: Mapping[str, Any]) -> str:
+    gf, rate, peak = (
+        m.get("gflop_per_iteration"),
+        m.get("gflop_per_second"),
+        m.get("matmul_peak_gflop_per_second"),
+    )
+    if not gf or not rate:
+        return " n/a | n/a | n/a |"
+    share = f"{100 * rate / peak:.0f}%" if peak else "n/a"
+    return f" {gf:.0f} | {rate:.1f} | {share} |"
+
+
 def write_markdown(results: Mapping[str, Any]) -> str:
     """The report: per model, syn_steps x engine with s/it, peak MB and ratios against unroll (and against
     the authors' loop when it was measured); the adjoint's peak growth from 10 to 80 steps; the comparison
@@ -768,7 +813,10 @@ def write_markdown(results: Mapping[str, Any]) -> str:
         f"iteration, then the mean of the timed iterations (`iters` column). `{mem}` is the process peak "
         "during the timed iterations; `+MB` the increase over the memory right before them. Ratios are "
         "against `unroll` at the same setting in the same run. `other load`: cores kept busy by other "
-        "processes during the timed iterations (0 on a quiet machine).",
+        "processes during the timed iterations (0 on a quiet machine). `GFLOP / it`: the convolutions' "
+        "and matmuls' arithmetic of one iteration, forward and backward (torch's FlopCounterMode, on an "
+        "untimed iteration); `GFLOP/s` that over the seconds per iteration; `% of matmul peak` against a "
+        "2048^3 float32 matmul timed in the same process.",
         "",
     ]
     if with_authors:
@@ -789,8 +837,8 @@ def write_markdown(results: Mapping[str, Any]) -> str:
             f"## {model}: {spec.get('label', model)}, {spec.get('images', '?')} images",
             "",
             f"| syn_steps | engine | s / it | iters | {mem} MB | +MB | time / unroll | peak / unroll "
-            f"| other load |{extra_head}",
-            f"|---:|---|---:|---:|---:|---:|---:|---:|---:|{extra_rule}",
+            f"| other load |{extra_head} GFLOP / it | GFLOP/s | % of matmul peak |",
+            f"|---:|---|---:|---:|---:|---:|---:|---:|---:|{extra_rule}---:|---:|---:|",
         ]
         for s in steps:
             ref = _find(results, model, "unroll", s)
@@ -801,7 +849,7 @@ def write_markdown(results: Mapping[str, Any]) -> str:
                 m = _find(results, model, e, s)
                 status = _status(m)
                 if status:
-                    lines.append(f"| {s} | {e} | {status} | | | | | | |{extra_blank}")
+                    lines.append(f"| {s} | {e} | {status} | | | | | | |{extra_blank} | | |")
                     continue
                 t, p, inc = m["seconds_per_iteration"], m["peak_mb"], m.get("peak_increase_mb")
                 rt = _ratio(t, ref["seconds_per_iteration"]) if ref_ok else "n/a"
@@ -815,6 +863,7 @@ def write_markdown(results: Mapping[str, Any]) -> str:
                     at = _ratio(t, auth["seconds_per_iteration"]) if auth_ok else "n/a"
                     ap = _ratio(p, auth["peak_mb"]) if auth_ok else "n/a"
                     row += f" {at} | {ap} |"
+                row += _flop_cells(m)
                 lines.append(row)
         lines.append("")
         lo, hi = min(steps), max(steps)

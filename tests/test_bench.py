@@ -42,6 +42,8 @@ def test_measurement_child_reports_time_and_memory_for_each_engine(labels):
         results = list(pool.map(lambda s: run_measurement(s, timeout=120), specs))
     for engine, r in zip(ENGINE_NAMES, results, strict=True):
         assert "error" not in r and "timeout" not in r, r
+        assert r["gflop_per_iteration"] > 0 and r["matmul_peak_gflop_per_second"] > 0
+        assert r["gflop_per_second"] == pytest.approx(r["gflop_per_iteration"] / r["seconds_per_iteration"])
         assert r["engine"] == engine and r["syn_steps"] == 2 and r["iters"] == 1
         assert r["seconds_per_iteration"] > 0 and len(r["seconds"]) == 1
         assert r["forward_seconds"] > 0 and r["backward_seconds"] > 0
@@ -52,12 +54,17 @@ def test_measurement_child_reports_time_and_memory_for_each_engine(labels):
     # Same seed, same plan: every engine computes the same matching loss.
     assert results[0]["loss"] == pytest.approx(results[2]["loss"], rel=1e-5)
     assert results[1]["loss"] == pytest.approx(results[2]["loss"], rel=1e-5)
+    # The adjoint rebuilds every step in its reverse sweep: more arithmetic than the unroll, TESLA's sweep
+    # (no Hessian-vector products) less than the adjoint's.
+    flops = {r["engine"]: r["gflop_per_iteration"] for r in results}
+    assert flops["adjoint"] > flops["unroll"] and flops["adjoint"] > flops["tesla"]
 
 
 def test_measurement_child_runs_the_authors_loop():
     r = run_measurement({**TINY, "engine": AUTHORS, "labels": "soft"}, timeout=120)
     assert "error" not in r and "timeout" not in r, r
     assert r["engine"] == AUTHORS and r["syn_steps"] == 2 and r["iters"] == 1
+    assert r["gflop_per_iteration"] > 0
     assert r["seconds_per_iteration"] > 0 and r["forward_seconds"] > 0 and r["backward_seconds"] > 0
     assert r["memory_kind"] == "rss" and r["peak_mb"] > 0
     assert r["finite"] and set(r["grad_norms"]) == {"images", "labels", "lr"}
@@ -97,7 +104,13 @@ def test_markdown_ratios_and_skips():
         "reference": {"big": {"10": {"seconds": 15.4, "peak_gb": 3.9}}},
         "measurements": [
             _cell("big", "unroll", 10, 4.0, 2000.0),
-            {**_cell("big", "adjoint", 10, 6.0, 500.0, inc=50.0), "other_cpu_cores": 0.9},
+            {
+                **_cell("big", "adjoint", 10, 6.0, 500.0, inc=50.0),
+                "other_cpu_cores": 0.9,
+                "gflop_per_iteration": 300.0,
+                "gflop_per_second": 50.0,
+                "matmul_peak_gflop_per_second": 125.0,
+            },
             {"model": "big", "engine": "unroll", "syn_steps": 80, "skipped": "would need about 25.0 GB"},
             {**_cell("big", "adjoint", 80, 48.0, 600.0, inc=150.0), "other_cpu_cores": 0.0},
         ],
@@ -110,15 +123,16 @@ def test_markdown_ratios_and_skips():
         if line.startswith("| ")
     }
     adj10 = [c.strip() for c in rows[("10", "adjoint")].strip("|").split("|")]
-    # s/it, iters, peak, +MB, time/unroll, peak/unroll, other load
-    assert adj10[2:] == ["6.00", "1", "500", "50", "1.50", "0.25", "0.90 (!)"]
+    # s/it, iters, peak, +MB, time/unroll, peak/unroll, other load, GFLOP/it, GFLOP/s, % of peak
+    assert adj10[2:] == ["6.00", "1", "500", "50", "1.50", "0.25", "0.90 (!)", "300", "50.0", "40%"]
     unr10 = [c.strip() for c in rows[("10", "unroll")].strip("|").split("|")]
-    assert unr10[-3:] == ["1.00", "1.00", ""]
+    # A cell measured without the FLOP count has none.
+    assert unr10[-6:] == ["1.00", "1.00", "", "n/a", "n/a", "n/a"]
     assert "(!) other processes took more than" in md
     assert "skipped: would need about 25.0 GB" in rows[("80", "unroll")]
     # No unroll at 80 steps: no ratio for the adjoint there.
     adj80 = [c.strip() for c in rows[("80", "adjoint")].strip("|").split("|")]
-    assert adj80[-3:] == ["n/a", "n/a", "0.00"]
+    assert adj80[-6:-3] == ["n/a", "n/a", "0.00"]
     assert "adjoint: peak at 80 steps / peak at 10 steps = 1.20" in md
     assert "(increase over the baseline: 3.00)" in md
     # The authors' row: 15.4 s / 4.0 s = 3.85x faster, 3.9 GB / (2000 / 1024) GB = 2.00x less memory.
@@ -154,13 +168,15 @@ def test_markdown_ratios_against_the_authors_loop():
         if line.startswith("| ")
     }
     header = next(line for line in md.splitlines() if line.startswith("| syn_steps"))
-    assert header.endswith("| other load | time / authors | peak / authors |")
-    # The existing columns stay; the last two are against the authors' loop of the same run.
-    assert rows[("10", "adjoint")][2:] == ["2.00", "1", "500", "100", "0.67", "0.25", "", "0.50", "0.20"]
-    assert rows[("10", "unroll")][-2:] == ["0.75", "0.80"]
-    assert rows[("10", AUTHORS)][-2:] == ["1.00", "1.00"]
+    assert header.endswith(
+        "| other load | time / authors | peak / authors | GFLOP / it | GFLOP/s | % of matmul peak |"
+    )
+    # The existing columns stay; the next two are against the authors' loop of the same run.
+    assert rows[("10", "adjoint")][2:-3] == ["2.00", "1", "500", "100", "0.67", "0.25", "", "0.50", "0.20"]
+    assert rows[("10", "unroll")][-5:-3] == ["0.75", "0.80"]
+    assert rows[("10", AUTHORS)][-5:-3] == ["1.00", "1.00"]
     # No authors' cell at 20 steps: no ratio there.
-    assert rows[("20", "adjoint")][-2:] == ["n/a", "n/a"]
+    assert rows[("20", "adjoint")][-5:-3] == ["n/a", "n/a"]
     assert "timeout after 60 s" in rows[("20", AUTHORS)][2]
     assert len(rows[("20", AUTHORS)]) == len(rows[("20", "adjoint")])
     assert "`benchmarks/authors_loop.py`" in md
