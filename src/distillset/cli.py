@@ -367,7 +367,8 @@ def verify(path: str) -> None:
     click.echo(result.summary())
     if not result.ok:
         first = next(c for c in result.checked if c.status == "bad")
-        raise DistillsetError(f"{result.count('bad')} bad file(s) under {path}, the first {first.path}.")
+        bad = result.count("bad")
+        raise DistillsetError(f"{bad} bad file{'s' if bad > 1 else ''} under {path}, the first {first.path}.")
 
 
 @cli.command()

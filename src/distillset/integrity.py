@@ -147,11 +147,19 @@ def nonfinite(t: Tensor, unit: str = "row") -> str | None:
     return f"{counts} value{'s' if nan + inf > 1 else ''}{where}"
 
 
+PLURAL = {"images", "labels", "label_logits", "soft_labels", "latents"}
+
+
+def _verb(name: str, singular: str, plural: str) -> str:
+    """`name` and the verb that agrees with it: 'the trajectory holds', 'images hold'."""
+    return f"{name} {plural if name.rpartition('.')[2] in PLURAL else singular}"
+
+
 def check_finite(path: Path, name: str, t: Tensor, fix: str, unit: str = "row") -> None:
     """Stop when `t` holds NaN or Inf."""
     bad = nonfinite(t, unit)
     if bad is not None:
-        raise InvalidValuesError(path, f"{name} holds {bad}", fix)
+        raise InvalidValuesError(path, f"{_verb(name, 'holds', 'hold')} {bad}", fix)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -163,7 +171,7 @@ def check_dtype(
 ) -> None:
     if dtype not in allowed:
         want = " or ".join(map(_dtype_name, allowed))
-        raise InvalidValuesError(path, f"{name} is {_dtype_name(dtype)}, not {want}", fix)
+        raise InvalidValuesError(path, f"{_verb(name, 'is', 'are')} {_dtype_name(dtype)}, not {want}", fix)
 
 
 def check_shape(path: Path, name: str, shape: Sequence[int], want: Sequence[int | None], fix: str) -> None:
@@ -171,7 +179,7 @@ def check_shape(path: Path, name: str, shape: Sequence[int], want: Sequence[int 
     shape = tuple(shape)
     if len(shape) != len(want) or any(w is not None and w != n for w, n in zip(want, shape, strict=False)):
         text = " x ".join("N" if w is None else str(w) for w in want) or "a scalar"
-        raise InvalidValuesError(path, f"{name} has shape {shape}, not {text}", fix)
+        raise InvalidValuesError(path, f"{_verb(name, 'has', 'have')} shape {shape}, not {text}", fix)
 
 
 def check_labels(path: Path, name: str, labels: Tensor, num_classes: int, fix: str) -> None:
