@@ -527,6 +527,10 @@ def test_verify_reports_old_files_and_bad_values(store, artifact, tmp_path, caps
     code, out = cli(capsys, "verify", str(artifact))
     assert code == 2 and f"{artifact / 'manifest.json'}: it says ipc 3" in out.out
 
+    store.shard_path(1).unlink()
+    code, out = cli(capsys, "verify", str(store.root))
+    assert code == 2 and f"{store.shard_path(1)}: missing (the manifest records it); run the same" in out.out
+
     code, out = cli(capsys, "verify", str(tmp_path / "nothing"))
     assert code == 2 and "does not exist" in error_line(out.err)
     (tmp_path / "empty").mkdir()

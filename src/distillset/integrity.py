@@ -212,7 +212,7 @@ class Checked:
             return f"{self.path}: ok"
         if self.status == "old":
             return f"{self.path}: {OLDER}"
-        return f"{self.path}: {self.problem}; {self.fix}"
+        return f"{self.path}: {self.problem}; {self.fix}" if self.fix else self.problem
 
 
 @dataclass
@@ -241,8 +241,8 @@ def _check(path: Path, run: Callable[[], bool]) -> Checked:
         return Checked(path, "ok" if run() else "old")
     except FileError as e:
         return Checked(Path(e.path), "bad", e.problem, e.fix)
-    except StoreError as e:
-        return Checked(path, "bad", str(e), "see above")
+    except StoreError as e:  # a sentence of its own, naming the file
+        return Checked(path, "bad", str(e))
 
 
 def _format(directory: Path) -> str | None:
@@ -277,7 +277,7 @@ def _file_fix(path: Path) -> str:
 
 def _walk(path: Path) -> Iterator[Checked]:
     from .experts.store import FORMAT as EXPERTS
-    from .experts.store import TrajectoryStore
+    from .experts.store import RETRAIN, TrajectoryStore
     from .synthetic.artifact import FORMAT as DISTILLED
     from .synthetic.artifact import load_artifact
 
@@ -293,12 +293,16 @@ def _walk(path: Path) -> Iterator[Checked]:
         try:
             store = TrajectoryStore(path)
         except StoreError as e:
-            yield Checked(path / "manifest.json", "bad", str(e), "delete the directory and train again")
+            yield Checked(path / "manifest.json", "bad", str(e))
             return
         recorded = set()
         for i in store.completed:
-            recorded.add(store.shard_path(i).name)
-            yield _check(store.shard_path(i), lambda i=i: store.verify_expert(i))
+            shard = store.shard_path(i)
+            recorded.add(shard.name)
+            if not shard.exists():
+                yield Checked(shard, "bad", "missing (the manifest records it)", RETRAIN)
+                continue
+            yield _check(shard, lambda i=i: store.verify_expert(i))
         for child in sorted(path.glob("*.safetensors")):
             if child.name not in recorded:  # partial checkpoints, a shard whose record was not written
                 yield from _walk(child)

@@ -31,10 +31,10 @@ from ..utils import read_json, write_json
 
 FORMAT = "distillset.experts/1"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-SHARD_FIX = (
-    "delete it and run the same `distillset experts` (or `distillset run`) command again, which trains "
-    "that expert afresh"
+RETRAIN = (
+    "run the same `distillset experts` (or `distillset run`) command again, which trains that expert afresh"
 )
+SHARD_FIX = f"delete it and {RETRAIN}"
 PARTIAL_FIX = "delete it: the expert in training then starts again from its first epoch"
 
 
@@ -165,9 +165,7 @@ class TrajectoryStore:
             raise StoreError(f"expert {i} is not in {self.root} (it holds {self.completed}).")
         path = self.shard_path(i)
         if not path.exists():
-            raise StoreError(
-                f"{path} is missing; run the same `distillset experts` command again to retrain it."
-            )
+            raise StoreError(f"{path} is missing; {RETRAIN}.")
         return path
 
     def _check_layout(self, path: Path, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
