@@ -8,8 +8,9 @@ distillation checkpoint, artifacts, samples) carries it in its header metadata u
 expert shard also carries one per snapshot (`checksum_rows`: the SHA-256 of each row's bytes), so that
 reading one snapshot checks the bytes it reads and no others. A reader verifies before it uses the
 tensors and stops with one line naming the file and what to do; a file written before checksums were
-(no `checksum` key) is read without a check. SHA-256 runs at about 1.7 GB/s on one core of a CPU with
-SHA instructions (`benchmarks/checksum_cost.py` measures what a read costs with and without it).
+(no `checksum` key) is read without a check. SHA-256 hashes about 1.8 GB/s on one core of a CPU with SHA
+instructions, the NaN/Inf scan about 20 GB/s (`benchmarks/checksum_cost.py` measures what a read costs
+with and without the checks).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 from torch import Tensor
 
-from .errors import CorruptFileError, FileError, InvalidValuesError, StoreError
+from .errors import CorruptFileError, DistillsetError, FileError, InvalidValuesError, StoreError
 from .utils import atomic_write, read_json
 
 ALGORITHM = "sha256"
@@ -241,7 +242,7 @@ def _check(path: Path, run: Callable[[], bool]) -> Checked:
         return Checked(path, "ok" if run() else "old")
     except FileError as e:
         return Checked(Path(e.path), "bad", e.problem, e.fix)
-    except StoreError as e:  # a sentence of its own, naming the file
+    except DistillsetError as e:  # a sentence of its own, naming the file
         return Checked(path, "bad", str(e))
 
 
