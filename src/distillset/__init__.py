@@ -10,6 +10,7 @@ The Python API in brief::
     art = ds.distill(ds.load_config("datm-digits"), "runs/datm")   # experts (reused) + DATM
     report = ds.evaluate(art, cfg, data)
     art.save("runs/digits/distilled"); ds.DistilledSet.load("runs/digits/distilled")
+    ds.verify("runs/datm").ok                  # every checksum and value a stage reads
 """
 
 from importlib.metadata import version
@@ -27,6 +28,7 @@ from .data.prepared import PreparedData, prepare  # noqa: E402
 from .evaluate import evaluate, format_report  # noqa: E402
 from .experts.store import TrajectoryStore  # noqa: E402
 from .experts.train import train_experts  # noqa: E402
+from .integrity import verify  # noqa: E402
 from .models import build_model  # noqa: E402
 from .pipeline import distill, run_pipeline  # noqa: E402
 from .synthetic import DistilledSet  # noqa: E402
@@ -49,4 +51,5 @@ __all__ = [
     "resolve_device",
     "run_pipeline",
     "train_experts",
+    "verify",
 ]

@@ -1,4 +1,4 @@
-"""The `distillset` command: presets, experts, scores, distill, run, baseline, evaluate, demo.
+"""The `distillset` command: presets, experts, scores, distill, run, baseline, evaluate, verify, demo.
 
 Bad input (an unknown key, a missing data file, a store made for another setting) prints one line
 naming the cause and the fix, and exits with status 2.
@@ -353,6 +353,22 @@ def compare_cmd(entries: tuple[str, ...], out: str) -> None:
     click.echo(comparison.to_text())
     paths = comparison.write(Path(out))
     click.echo(f"comparison written to {', '.join(str(p) for p in paths.values())}")
+
+
+@cli.command()
+@click.argument("path", metavar="RUN_OR_ARTIFACT", type=click.Path())
+def verify(path: str) -> None:
+    """Check every file a stage reads under a run directory, an expert store, an artifact or one file:
+    the checksums, and the values and manifests of stores and artifacts. One line per file; exit status
+    0 when all are good, 2 otherwise."""
+    from .integrity import verify as verify_path
+
+    result = verify_path(Path(path), echo=click.echo)
+    click.echo(result.summary())
+    if not result.ok:
+        first = next(c for c in result.checked if c.status == "bad")
+        bad = result.count("bad")
+        raise DistillsetError(f"{bad} bad file{'s' if bad > 1 else ''} under {path}, the first {first.path}.")
 
 
 @cli.command()

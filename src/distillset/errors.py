@@ -18,3 +18,22 @@ class DataError(DistillsetError):
 
 class StoreError(DistillsetError):
     """A trajectory store, checkpoint or artifact that is missing, corrupt or made for another setting."""
+
+
+class FileError(StoreError):
+    """A file that one stage wrote and another reads, refused on read: `path`, what is wrong with it
+    (`problem`) and what to do (`fix`), printed as one line."""
+
+    def __init__(self, path: object, problem: str, fix: str):
+        self.path, self.problem, self.fix = path, problem, fix
+        super().__init__(f"{path}: {problem}; {fix}")
+
+
+class CorruptFileError(FileError):
+    """A file whose tensors do not match the checksum written with them (flipped bits, a cut copy, an
+    edit)."""
+
+
+class InvalidValuesError(FileError):
+    """A file whose tensors hold what they cannot (NaN or Inf, the wrong dtype or shape, labels out of
+    range) or disagree with the manifest beside them."""

@@ -1,7 +1,8 @@
 """The run directory's files that the distillation loop keeps: its resumable checkpoint and the metrics log.
 
 checkpoints/distill.safetensors   the synthetic set, its optimisers' state and the best set so far,
-                                  with the run's identity and position in the metadata (atomic writes)
+                                  with the run's identity, position and checksum in the metadata
+                                  (atomic writes; a corrupt checkpoint is refused, never resumed from)
 metrics.jsonl                     one JSON object per iteration, and one per validation check
 """
 
@@ -10,31 +11,29 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors import SafetensorError
-from safetensors.torch import safe_open, save_file
 from torch import Tensor
 
+from . import integrity
 from .errors import StoreError
-from .utils import atomic_write, write_text
+from .utils import write_text
 
 CHECKPOINT = "distill.safetensors"
 CHECKPOINT_FORMAT = "distillset.distill-checkpoint/1"
+CHECKPOINT_FIX = (
+    "delete it to start the distillation afresh (the experts are kept), or put back a good copy to resume"
+)
 
 
 def write_checkpoint(path: Path, tensors: dict[str, Tensor], state: dict) -> None:
-    meta = {"format": CHECKPOINT_FORMAT, "state": json.dumps(state)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    integrity.save(path, tensors, {"format": CHECKPOINT_FORMAT, "state": json.dumps(state)})
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict] | None:
+    """The checkpoint's tensors and state (None when there is none); a corrupt one stops the run: resuming
+    from it would continue from damaged state, and starting afresh would discard it unasked."""
     if not path.exists():
         return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise StoreError(f"{path} is unreadable ({e}); delete it to start distillation afresh.") from e
+    tensors, meta = integrity.read(path, CHECKPOINT_FIX)
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise StoreError(
             f"{path} is not a distillset distillation checkpoint; delete it or use another --out."

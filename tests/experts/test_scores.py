@@ -190,6 +190,8 @@ def test_interrupted_computation_resumes_at_the_next_model(
 def test_file_with_other_labels_is_recomputed(reference, scores_cfg, small_data, tmp_path):
     from safetensors.torch import safe_open, save_file
 
+    from distillset.integrity import checksum
+
     path = tmp_path / reference.path.name
     with safe_open(str(reference.path), framework="pt") as f:
         meta = f.metadata()
@@ -197,6 +199,7 @@ def test_file_with_other_labels_is_recomputed(reference, scores_cfg, small_data,
     tensors["labels"] = (tensors["labels"] + 1) % small_data.num_classes
     for kind in KINDS:
         tensors[kind] = torch.zeros_like(tensors[kind])
+    meta = {**meta, "checksum": checksum(tensors)}  # a sound file, written for other labels
     save_file(tensors, str(path), metadata=meta)
     with pytest.warns(UserWarning, match="labels differ"):
         again = compute_scores(scores_cfg, small_data, tmp_path, progress=False)

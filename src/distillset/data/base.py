@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..errors import DataError
+from ..integrity import nonfinite
+
 
 @dataclass
 class Split:
@@ -54,6 +57,33 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.channels, *self.size
+
+    def check(self) -> None:
+        """Stop on splits that break the contract above: images that are not float32 N x C x H x W in
+        [0, 1] (NaN and Inf included), labels that are not integers in 0..num_classes - 1, or counts that
+        disagree (the loaders check their files; this checks a dataset built by hand)."""
+        shape = None
+        for which, split in (("training", self.train), ("validation", self.val), ("test", self.test)):
+            x, y = split.x, split.y
+            if x.dtype != torch.float32 or x.dim() != 4:
+                raise DataError(f"The {which} images of {self.name} must be a float32 N x C x H x W tensor.")
+            if shape is not None and tuple(x.shape[1:]) != shape:
+                raise DataError(f"The {which} images of {self.name} are {tuple(x.shape[1:])}, not {shape}.")
+            shape = tuple(x.shape[1:])
+            if y.dim() != 1 or y.dtype != torch.int64 or y.shape[0] != x.shape[0]:
+                raise DataError(
+                    f"The {which} labels of {self.name} must be an int64 tensor of one label per image."
+                )
+            bad = nonfinite(x, "image")
+            if bad is not None:
+                raise DataError(f"The {which} images of {self.name} hold {bad}.")
+            if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+                raise DataError(f"The {which} images of {self.name} must lie in [0, 1].")
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise DataError(
+                    f"The {which} labels of {self.name} range over {int(y.min())}..{int(y.max())} but it "
+                    f"has {self.num_classes} classes (0..{self.num_classes - 1})."
+                )
 
     def fingerprint(self) -> str:
         """A short hash of the name, the split recipe and the training images and labels (computed once)."""

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 
 from ..config import DataConfig
+from ..errors import DataError
+from ..integrity import nonfinite
 from .augment import DEFAULT_STRATEGY, DIGITS_STRATEGY
 from .base import Dataset
 from .preprocess import Preprocessor, fit_preprocessor
@@ -80,10 +82,13 @@ def load_from_config(cfg: DataConfig) -> Dataset:
 
 
 def prepare(cfg: DataConfig, device: torch.device, dataset: Dataset | None = None) -> PreparedData:
-    """Load (unless given), fit the preprocessing on the training split alone, apply it to all three."""
+    """Load (unless given: then it is checked, see `Dataset.check`), fit the preprocessing on the training
+    split alone, apply it to all three; stops if the preprocessed images hold NaN or Inf."""
+    if dataset is not None:
+        dataset.check()
     ds = dataset if dataset is not None else load_from_config(cfg)
     prep = fit_preprocessor(ds.train.x, ds.mean, ds.std, zca=cfg.zca, device=device)
-    return PreparedData(
+    data = PreparedData(
         dataset=ds,
         prep=prep,
         train_x=prep.apply(ds.train.x).to(device),
@@ -94,3 +99,9 @@ def prepare(cfg: DataConfig, device: torch.device, dataset: Dataset | None = Non
         test_y=ds.test.y.to(device),
         dsa_strategy=cfg.dsa_strategy or default_dsa_strategy(ds.name),
     )
+    for name in ("train", "val", "test"):
+        bad = nonfinite(getattr(data, f"{name}_x"), "image")
+        if bad is not None:
+            hint = "try data.zca=false" if prep.is_zca else "check the dataset's mean and std"
+            raise DataError(f"The {name} images of {ds.name} hold {bad} after preprocessing; {hint}.")
+    return data

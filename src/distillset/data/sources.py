@@ -33,6 +33,7 @@ from torch import Tensor
 
 from distillset.data.base import Dataset, Split
 from distillset.errors import ConfigError, DataError
+from distillset.integrity import nonfinite
 from distillset.progress import progress_bar
 from distillset.utils import generator as seeded_generator
 
@@ -238,6 +239,9 @@ def _check_split(
             f"(0..{num_classes - 1}); the files are corrupt or not {name} data."
         )
     if x.dtype == torch.float32:
+        bad = nonfinite(x, "image")
+        if bad is not None:
+            raise DataError(f"The {which} images of {where} hold {bad}; the files are corrupt.")
         fmin, fmax = torch.aminmax(x)
         if not (0.0 <= float(fmin) and float(fmax) <= 1.0):
             raise DataError(

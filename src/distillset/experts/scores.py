@@ -25,7 +25,8 @@ changes them (data, model, layout, the `scores` section, seed, DSA strategy), so
 different settings coexist. The file is rewritten atomically after each network, so an interrupted
 computation resumes at the next network; a complete file is loaded without training. A file that cannot be
 used (unreadable, made for another setting, or whose stored labels differ from today's training labels) is
-a stale cache: it is recomputed from scratch and overwritten (with a warning), never trusted.
+a stale cache: it is recomputed from scratch and overwritten (with a warning), never trusted. So is a
+file whose tensors do not match the checksum written with them (integrity.py), or that holds NaN or Inf.
 """
 
 from __future__ import annotations
@@ -38,21 +39,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import safe_open, save_file
 from torch import Tensor
 
+from .. import integrity
 from ..config import Config
 from ..data.augment import DSA
 from ..data.prepared import PreparedData
+from ..errors import CorruptFileError
 from ..identity import mismatch, settings
 from ..models import ParamLayout
 from ..networks import seeded_model
 from ..parallel import Task, executor_for
 from ..training import train_epoch
-from ..utils import atomic_write, generator
+from ..utils import generator
 
 FORMAT = "distillset.scores/1"
+SCORES_FIX = "delete it: `distillset scores` (or the run that needs it) computes the scores again"
 KINDS = ("el2n", "grand", "forgetting", "entropy", "least_confidence", "margin")
 SCORING_BATCH = 1024
 
@@ -218,10 +220,11 @@ def _read(path: Path, identity: dict, labels: Tensor) -> tuple[dict[str, Tensor]
     if not path.exists():
         return None
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["meta"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as e:
+        tensors, metadata = integrity.read(path, SCORES_FIX)
+        meta = json.loads(metadata["meta"])
+    except CorruptFileError as e:
+        reason = f"it is {e.problem}"
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
         reason = f"it is unreadable ({e})"
     else:
         finished = meta.get("finished")
@@ -235,6 +238,8 @@ def _read(path: Path, identity: dict, labels: Tensor) -> tuple[dict[str, Tensor]
             tuple(tensors.get(k, torch.empty(0)).shape) != (finished, labels.numel()) for k in KINDS
         ):
             reason = "its tensors do not match its record"
+        elif any(integrity.nonfinite(tensors[k]) for k in KINDS):
+            reason = "it holds NaN or Inf scores"
         else:
             return {k: tensors[k] for k in KINDS}, finished
     warnings.warn(f"recomputing the difficulty scores in {path}: {reason}.", stacklevel=3)
@@ -245,7 +250,7 @@ def _write(path: Path, scores: dict[str, Tensor], labels: Tensor, identity: dict
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in scores.items()}
     tensors["labels"] = labels.detach().to("cpu", torch.int64).contiguous()
     meta = json.dumps({"format": FORMAT, "identity": identity, "finished": finished})
-    atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"meta": meta}))
+    integrity.save(path, tensors, {"meta": meta})
 
 
 def score_one_model(cfg: Config, data: PreparedData, k: int) -> dict[str, Tensor]:

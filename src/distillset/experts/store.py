@@ -6,24 +6,36 @@ Layout of `experts/`:
   partial-00003.safetensors the expert in training: snapshots so far + optimiser and generator state
 
 One expert per shard: a finished expert is never rewritten, and resuming is a matter of listing shards.
+
+Every shard carries the checksum of its trajectory and one per snapshot (integrity.py); a read verifies
+the bytes it reads and refuses a trajectory with NaN or Inf, or whose dtype, width (`num_params`) or
+number of snapshots (`train_epochs + 1`) is not the manifest's. A shard written before checksums were is
+read without the checksum check.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import safe_open
 from torch import Tensor
 
-from ..errors import StoreError
+from .. import integrity
+from ..errors import CorruptFileError, StoreError
 from ..identity import mismatch
-from ..utils import atomic_write, read_json, write_json
+from ..utils import read_json, write_json
 
 FORMAT = "distillset.experts/1"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+RETRAIN = (
+    "run the same `distillset experts` (or `distillset run`) command again, which trains that expert afresh"
+)
+SHARD_FIX = f"delete it and {RETRAIN}"
+PARTIAL_FIX = "delete it: the expert in training then starts again from its first epoch"
 
 
 class TrajectoryStore:
@@ -87,6 +99,11 @@ class TrajectoryStore:
         return int(self.manifest["num_params"])
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The storage dtype of the snapshots."""
+        return DTYPES[self.identity["experts"]["dtype"]]
+
+    @property
     def completed(self) -> list[int]:
         return sorted(int(i) for i in self.manifest["experts"])
 
@@ -115,28 +132,29 @@ class TrajectoryStore:
 
     def write_expert(self, i: int, trajectory: Tensor, record: dict) -> None:
         """Store a finished expert: the shard first, then the manifest entry (the commit point)."""
-        dtype = DTYPES[self.identity["experts"]["dtype"]]
-        traj = trajectory.detach().to("cpu", dtype).contiguous()
-        atomic_write(self.shard_path(i), lambda p: save_file({"trajectory": traj}, str(p)))
+        traj = trajectory.detach().to("cpu", self.dtype).contiguous()
+        integrity.save(self.shard_path(i), {"trajectory": traj}, rows="trajectory")
         self.manifest["experts"][str(i)] = {"shard": self.shard_path(i).name, **record}
         write_json(self.manifest_path, self.manifest)
         self.partial_path(i).unlink(missing_ok=True)
 
     def write_partial(self, i: int, tensors: dict[str, Tensor], meta: dict) -> None:
         cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-        atomic_write(
-            self.partial_path(i), lambda p: save_file(cpu, str(p), metadata={"meta": json.dumps(meta)})
-        )
+        integrity.save(self.partial_path(i), cpu, {"meta": json.dumps(meta)})
 
     def read_partial(self, i: int) -> tuple[dict[str, Tensor], dict] | None:
+        """Expert i's partial checkpoint, or None. It is only a shortcut: an unreadable or corrupt one is
+        deleted (with a warning) and the expert starts again from its first epoch."""
         path = self.partial_path(i)
         if not path.exists():
             return None
         try:
-            with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["meta"])
-        except (SafetensorError, OSError, KeyError, json.JSONDecodeError):
-            # A partial checkpoint is only a shortcut: an unreadable one means starting this expert again.
+            tensors, metadata = integrity.read(path, PARTIAL_FIX)
+            return tensors, json.loads(metadata["meta"])
+        except (CorruptFileError, KeyError, json.JSONDecodeError) as e:
+            warnings.warn(
+                f"training expert {i} from its first epoch: {path} is unusable ({e}).", stacklevel=2
+            )
             path.unlink(missing_ok=True)
             return None
 
@@ -147,24 +165,61 @@ class TrajectoryStore:
             raise StoreError(f"expert {i} is not in {self.root} (it holds {self.completed}).")
         path = self.shard_path(i)
         if not path.exists():
-            raise StoreError(f"{path} is missing; delete {self.manifest_path} and train the experts again.")
+            raise StoreError(f"{path} is missing; {RETRAIN}.")
         return path
 
-    def load(self, i: int, device: str | torch.device = "cpu") -> Tensor:
-        """Expert i's whole trajectory, (epochs + 1) x P, as float32."""
-        try:
-            return load_file(str(self._check(i)))["trajectory"].to(device, torch.float32)
-        except SafetensorError as e:
-            raise StoreError(
-                f"{self.shard_path(i)} is corrupt ({e}); delete it and its manifest entry."
-            ) from e
+    def _check_layout(self, path: Path, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+        """The stored trajectory's dtype and shape against the manifest: (train_epochs + 1) x num_params."""
+        integrity.check_dtype(path, "the trajectory", dtype, (self.dtype,), SHARD_FIX)
+        epochs = self.manifest.get("train_epochs")
+        snapshots = None if epochs is None else int(epochs) + 1
+        integrity.check_shape(path, "the trajectory", shape, (snapshots, self.num_params), SHARD_FIX)
 
-    def snapshot(self, i: int, epoch: int, device: str | torch.device = "cpu") -> Tensor:
-        """One snapshot without reading the whole shard."""
+    def _read(self, i: int, verify: bool = True) -> tuple[Tensor, dict[str, str], bool]:
+        """Expert i's stored trajectory and the shard's metadata, verified: its checksum (True when it had
+        one), layout and values."""
+        path = self._check(i)
+        tensors, metadata = integrity.read(path, SHARD_FIX, verify=False)
+        traj = tensors.get("trajectory")
+        if traj is None:
+            raise CorruptFileError(path, "corrupt (it holds no trajectory)", SHARD_FIX)
+        checked = verify and integrity.check_checksum(path, tensors, metadata, SHARD_FIX)
+        if verify:
+            self._check_layout(path, traj.dtype, tuple(traj.shape))
+            integrity.check_finite(path, "the trajectory", traj, SHARD_FIX, unit="snapshot")
+        return traj, metadata, checked
+
+    def verify_expert(self, i: int) -> bool:
+        """Check expert i's shard whole: its checksum, its per-snapshot checksums, its layout and values;
+        True when it carries checksums (False: written by an older version, checked for the rest)."""
+        traj, metadata, checked = self._read(i)
+        path = self.shard_path(i)
+        rows = integrity.row_checksums(path, metadata, traj.shape[0], SHARD_FIX)
+        for epoch, row in enumerate(traj):
+            integrity.check_row(path, row, rows[epoch] if rows else None, f"snapshot {epoch}", SHARD_FIX)
+        return checked
+
+    def load(self, i: int, device: str | torch.device = "cpu", verify: bool = True) -> Tensor:
+        """Expert i's whole trajectory, (epochs + 1) x P, as float32 (`verify=False` skips the checks,
+        for measuring their cost)."""
+        return self._read(i, verify)[0].to(device, torch.float32)
+
+    def snapshot(self, i: int, epoch: int, device: str | torch.device = "cpu", verify: bool = True) -> Tensor:
+        """One snapshot without reading the whole shard; its bytes are checked against its own checksum."""
+        path = self._check(i)
         try:
-            with safe_open(str(self._check(i)), framework="pt") as f:
-                return f.get_slice("trajectory")[epoch].to(device, torch.float32)
-        except SafetensorError as e:
-            raise StoreError(
-                f"{self.shard_path(i)} is corrupt ({e}); delete it and its manifest entry."
-            ) from e
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                piece = f.get_slice("trajectory")
+                shape = tuple(piece.get_shape())
+                if len(shape) == 2 and not 0 <= epoch < shape[0]:
+                    raise IndexError(f"expert {i} has snapshots 0..{shape[0] - 1}, not {epoch}")
+                row = piece[epoch]
+        except (SafetensorError, OSError) as e:
+            raise CorruptFileError(path, f"unreadable ({e})", SHARD_FIX) from e
+        if verify:
+            self._check_layout(path, row.dtype, shape)
+            rows = integrity.row_checksums(path, metadata, shape[0], SHARD_FIX)
+            integrity.check_row(path, row, rows[epoch] if rows else None, f"snapshot {epoch}", SHARD_FIX)
+            integrity.check_finite(path, f"snapshot {epoch}", row, SHARD_FIX, unit="parameter")
+        return row.to(device, torch.float32)

@@ -217,7 +217,10 @@ def train_experts(
     }
     identity = store_identity(cfg, data, probe)
     existing = TrajectoryStore.check_compatible(out, identity)  # before scoring for a store we would refuse
-    done = existing.manifest["experts"] if existing is not None else {}
+    # an expert whose shard was deleted (a corrupt one, say) is trained again
+    done = (
+        set() if existing is None else {str(i) for i in existing.completed if existing.shard_path(i).exists()}
+    )
     todo = [i for i in range(cfg.experts.num_experts) if str(i) not in done]
     curriculum = None
     if todo and cfg.experts.curriculum:

@@ -2,6 +2,11 @@
 
 Images are stored in the network's input space (after mean/std or ZCA); the manifest says which
 preprocessing, and how the dataset was split, so any evaluator can rebuild the same test set.
+
+Loading verifies the tensors' checksum (integrity.py) and refuses, with one line, a set no network could
+train on or whose manifest is not its own: NaN or Inf, a dtype or shape other than the ones written,
+labels outside the classes, an lr that is not a positive number, or a manifest whose image count, image
+shape, label kind, classes, IPC or lr disagree with the tensors.
 """
 
 from __future__ import annotations
@@ -11,14 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor
 
-from .. import __version__
-from ..errors import StoreError
+from .. import __version__, integrity
+from ..errors import CorruptFileError, InvalidValuesError, StoreError
 from ..utils import read_json
-from .latent_artifact import LatentSet, image_storage, save_artifact
+from .latent_artifact import (
+    ARTIFACT_FIX,
+    LatentSet,
+    check_lr,
+    check_manifest,
+    image_storage,
+    num_classes_of,
+    save_artifact,
+)
 
 FORMAT = "distillset.distilled/1"
 
@@ -129,41 +140,89 @@ class DistilledSet:
     @classmethod
     def load(cls, directory: str | Path) -> DistilledSet | LatentSet:
         """Read an artifact of either kind: images (this class) or distributional (a `LatentSet`)."""
-        directory = Path(directory)
-        mpath, tpath = directory / "manifest.json", directory / "synthetic.safetensors"
-        if not mpath.exists() or not tpath.exists():
-            raise StoreError(
-                f"{directory} is not a distilled-set artifact (it needs manifest.json and "
-                "synthetic.safetensors); make one with `distillset run` or `distillset baseline`."
-            )
-        try:
-            manifest = read_json(mpath)
-            t = load_file(str(tpath))
-        except (json.JSONDecodeError, SafetensorError, OSError) as e:
-            raise StoreError(f"the artifact in {directory} is corrupt ({e}); make it again.") from e
-        if manifest.get("format") == FORMAT and manifest.get("kind") == LatentSet.kind:
-            return LatentSet.from_files(directory, manifest, t)
-        if manifest.get("format") != FORMAT or "images" not in t or "lr" not in t:
-            raise StoreError(f"{directory} is not a {FORMAT} artifact.")
-        derived = {
-            "format",
-            "distillset_version",
-            "num_images",
-            "image_shape",
-            "label_kind",
-            "lr",
-            "storage_bytes",
-            "storage",
-            "kind",
-        }
-        meta = {k: v for k, v in manifest.items() if k not in derived}
-        return cls(
-            images=t["images"],
-            lr=float(t["lr"]),
-            labels=t.get("labels"),
-            label_logits=t.get("label_logits"),
-            meta=meta,
+        return load_artifact(directory)[0]
+
+
+DERIVED = {
+    "format",
+    "distillset_version",
+    "num_images",
+    "image_shape",
+    "label_kind",
+    "lr",
+    "storage_bytes",
+    "storage",
+    "kind",
+}  # manifest fields computed from the tensors: not part of `meta`
+
+
+def load_artifact(directory: str | Path) -> tuple[DistilledSet | LatentSet, bool]:
+    """The artifact in `directory`, checked (see the module docstring), and whether its tensors carried a
+    checksum (False: written by an older version, read without that check)."""
+    directory = Path(directory)
+    mpath, tpath = directory / "manifest.json", directory / "synthetic.safetensors"
+    if not mpath.exists() or not tpath.exists():
+        raise StoreError(
+            f"{directory} is not a distilled-set artifact (it needs manifest.json and "
+            "synthetic.safetensors); make one with `distillset run` or `distillset baseline`."
         )
+    try:
+        manifest = read_json(mpath)
+    except (json.JSONDecodeError, OSError) as e:
+        raise CorruptFileError(mpath, f"corrupt ({e})", ARTIFACT_FIX) from e
+    t, metadata = integrity.read(tpath, ARTIFACT_FIX)
+    checked = integrity.CHECKSUM_KEY in metadata
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise StoreError(f"{directory} is not a {FORMAT} artifact.")
+    if manifest.get("kind") == LatentSet.kind:
+        return LatentSet.from_files(directory, manifest, t), checked
+    if "images" not in t or "lr" not in t:
+        raise StoreError(f"{directory} is not a {FORMAT} artifact.")
+    check_image_set(directory, manifest, t)
+    meta = {k: v for k, v in manifest.items() if k not in DERIVED}
+    art = DistilledSet(
+        images=t["images"],
+        lr=float(t["lr"]),
+        labels=t.get("labels"),
+        label_logits=t.get("label_logits"),
+        meta=meta,
+    )
+    return art, checked
+
+
+def check_image_set(directory: Path, manifest: dict, t: dict[str, Tensor]) -> None:
+    """An image artifact's tensors, and its manifest against them (see the module docstring)."""
+    tpath, fix = directory / "synthetic.safetensors", ARTIFACT_FIX
+    images = t["images"]
+    integrity.check_dtype(tpath, "images", images.dtype, (torch.float32,), fix)
+    integrity.check_shape(tpath, "images", images.shape, (None, None, None, None), fix)
+    integrity.check_finite(tpath, "images", images, fix, unit="image")
+    n = int(images.shape[0])
+    lr = check_lr(tpath, t["lr"])
+    if ("labels" in t) == ("label_logits" in t):
+        raise InvalidValuesError(tpath, "it must hold exactly one of labels or label_logits", fix)
+    c = num_classes_of(directory, manifest)
+    if "labels" in t:
+        integrity.check_shape(tpath, "labels", t["labels"].shape, (n,), fix)
+        integrity.check_labels(tpath, "labels", t["labels"], c if c is not None else 2**62, fix)
+        kind = "hard"
+    else:
+        logits = t["label_logits"]
+        integrity.check_dtype(tpath, "label_logits", logits.dtype, (torch.float32,), fix)
+        integrity.check_shape(tpath, "label_logits", logits.shape, (n, c), fix)
+        integrity.check_finite(tpath, "label_logits", logits, fix, unit="image")
+        kind = "soft"
+    shape = list(images.shape[1:])
+    found = {
+        "num_images": (n, f"{n} images"),
+        "image_shape": (shape, f"images of shape {shape}"),
+        "label_kind": (kind, f"{kind} labels"),
+        "lr": (lr, f"lr {lr:g}"),
+    }
+    if c is not None:
+        # a distilled set holds ipc x classes images; an imported one may hold a few more
+        found["ipc"] = (max(1, n // c), f"{n} images of {c} classes")
+    check_manifest(directory, manifest, found)
 
 
 class FixedData:

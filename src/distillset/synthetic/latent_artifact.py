@@ -19,15 +19,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import __version__
-from ..errors import StoreError
-from ..utils import atomic_write, generator, write_json
+from .. import __version__, integrity
+from ..errors import InvalidValuesError, StoreError
+from ..utils import generator, write_json
 from .decoders import Decoder, DecoderSpec
 
 FORMAT = "distillset.distilled/1"
 KIND = "distributional"
 FLOAT_BYTES = 4
 INT_BYTES = 8
+ARTIFACT_FIX = (
+    "make the artifact again: run the command that wrote it once more (a finished run rewrites its "
+    "distilled sets from its checkpoint)"
+)
 
 
 def storage_summary(parts_bytes: dict[str, int], floats: int, num_classes: int, image_shape) -> dict:
@@ -43,15 +47,62 @@ def storage_summary(parts_bytes: dict[str, int], floats: int, num_classes: int, 
 
 
 def save_artifact(directory: str | Path, tensors: dict[str, Tensor], manifest: dict) -> Path:
-    """Write an artifact of either kind; the manifest goes last, so a directory with a manifest is
-    complete."""
-    from safetensors.torch import save_file
-
+    """Write an artifact of either kind, the tensors with their checksum; the manifest goes last, so a
+    directory with a manifest is complete."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(directory / "synthetic.safetensors", lambda p: save_file(tensors, str(p)))
+    integrity.save(directory / "synthetic.safetensors", tensors)
     write_json(directory / "manifest.json", manifest)
     return directory
+
+
+# -- checks on load, shared by both kinds of artifact ------------------------------------------
+
+
+def check_lr(path: Path, lr: Tensor, what: str = "the lr") -> float:
+    """A stored lr: one float32, finite and positive (SGD cannot train with another)."""
+    integrity.check_dtype(path, what, lr.dtype, (torch.float32,), ARTIFACT_FIX)
+    integrity.check_shape(path, what, lr.shape, (), ARTIFACT_FIX)
+    value = float(lr)
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidValuesError(path, f"{what} is {value:g}, not a positive number", ARTIFACT_FIX)
+    return value
+
+
+def check_manifest(directory: Path, manifest: dict, found: dict[str, tuple[object, str]]) -> None:
+    """Stop at the first manifest field that disagrees with what the tensors hold: `found` maps a field
+    to its value and to what the tensors hold, in words. A field the manifest lacks is not checked
+    (artifacts of earlier versions may lack some)."""
+    for key, (value, held) in found.items():
+        if key not in manifest:
+            continue
+        stored = manifest[key]
+        if isinstance(value, float) and isinstance(stored, int | float) and not isinstance(stored, bool):
+            same = math.isclose(stored, value, rel_tol=1e-6)
+        else:
+            same = stored == value
+        if not same:
+            raise InvalidValuesError(
+                directory / "manifest.json",
+                f"it says {key} {stored!r} but synthetic.safetensors holds {held} (the two files are not of "
+                "one artifact)",
+                ARTIFACT_FIX,
+            )
+
+
+def num_classes_of(directory: Path, manifest: dict) -> int | None:
+    """The manifest's class count, checked against its class names (None when it records none)."""
+    c = manifest.get("num_classes")
+    if c is None:
+        return None
+    mpath = directory / "manifest.json"
+    if not isinstance(c, int) or isinstance(c, bool) or c < 1:
+        raise InvalidValuesError(mpath, f"num_classes is {c!r}, not a positive count", ARTIFACT_FIX)
+    names = manifest.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != c):
+        count = len(names) if isinstance(names, list) else names
+        raise InvalidValuesError(mpath, f"it names {count} classes but says num_classes {c}", ARTIFACT_FIX)
+    return c
 
 
 STEP_FLOOR = 1e-4  # the student's step is LeakyReLU(alpha) + 1e-4 (never zero or negative)
@@ -241,8 +292,12 @@ class LatentSet:
 
     @classmethod
     def from_files(cls, directory: Path, manifest: dict, t: dict[str, Tensor]) -> LatentSet:
+        """The set in an artifact's manifest and tensors, checked: every tensor finite and of the shape
+        the decoder spec, `lpc` and the blocks give; the blocks' classes contiguous; the labels those of
+        the blocks; the lr positive; the manifest's counts and shapes those of the tensors."""
         try:
             spec = DecoderSpec.from_dict(manifest["decoder"])
+            lpc = int(manifest["lpc"])
             blocks = []
             for k, b in enumerate(manifest["blocks"]):
                 prefix = f"block{k}.decoder."
@@ -251,15 +306,17 @@ class LatentSet:
                         "offset": int(b["offset"]),
                         "num_classes": int(b["num_classes"]),
                         "latents": t[f"block{k}.latents"],
-                        "alpha": float(t[f"block{k}.alpha"]),
+                        "alpha": t[f"block{k}.alpha"],
                         "decoder": {n[len(prefix) :]: v for n, v in t.items() if n.startswith(prefix)},
                     }
                 )
-            lpc = int(manifest["lpc"])
         except (KeyError, TypeError, ValueError) as e:
             raise StoreError(
                 f"the distributional artifact in {directory} is incomplete ({e}); make it again."
             ) from e
+        _check_blocks(directory, spec, lpc, blocks)
+        for b in blocks:
+            b["alpha"] = float(b["alpha"])
         derived = {
             "format",
             "kind",
@@ -275,7 +332,73 @@ class LatentSet:
             "storage",
         }
         meta = {k: v for k, v in manifest.items() if k not in derived}
-        return cls(spec, blocks, lpc, t.get("soft_labels"), meta)
+        art = cls(spec, blocks, lpc, t.get("soft_labels"), meta)
+        _check_labels(directory, manifest, art, t)
+        return art
+
+
+def _check_blocks(directory: Path, spec: DecoderSpec, lpc: int, blocks: list[dict]) -> None:
+    """Each block's latents, raw lr and decoder against the spec; the blocks' classes contiguous."""
+    tpath, fix = directory / "synthetic.safetensors", ARTIFACT_FIX
+    with torch.device("meta"):  # the decoder's parameter shapes, allocating and drawing nothing
+        shapes = {n: tuple(v.shape) for n, v in Decoder(spec).state_dict().items()}
+    offset = 0
+    for k, b in enumerate(blocks):
+        if b["offset"] != offset or b["num_classes"] < 1:
+            raise InvalidValuesError(
+                directory / "manifest.json",
+                f"block {k} covers classes from {b['offset']} ({b['num_classes']} of them), but the blocks "
+                f"must cover the classes in order (it would start at {offset})",
+                fix,
+            )
+        offset += b["num_classes"]
+        latents = b["latents"]
+        integrity.check_dtype(tpath, f"block{k}.latents", latents.dtype, (torch.float32,), fix)
+        want = (lpc * b["num_classes"], spec.z_dim, 2)
+        integrity.check_shape(tpath, f"block{k}.latents", latents.shape, want, fix)
+        integrity.check_finite(tpath, f"block{k}.latents", latents, fix, unit="prior")
+        integrity.check_shape(tpath, f"block{k}.alpha", b["alpha"].shape, (), fix)
+        integrity.check_finite(tpath, f"block{k}.alpha", b["alpha"], fix)
+        if set(b["decoder"]) != set(shapes):
+            raise InvalidValuesError(
+                tpath, f"block {k}'s decoder does not have the parameters its spec gives", fix
+            )
+        for name, v in b["decoder"].items():
+            integrity.check_shape(tpath, f"block{k}.decoder.{name}", v.shape, shapes[name], fix)
+            integrity.check_finite(tpath, f"block{k}.decoder.{name}", v, fix)
+
+
+def _check_labels(directory: Path, manifest: dict, art: LatentSet, t: dict[str, Tensor]) -> None:
+    """The labels (soft: finite probabilities, one row per prior; hard: the blocks' own), the lr and
+    the manifest's counts against the tensors."""
+    tpath, fix = directory / "synthetic.safetensors", ARTIFACT_FIX
+    n, c = art.num_priors, art.num_classes
+    if ("labels" in t) == ("soft_labels" in t):
+        raise InvalidValuesError(tpath, "it must hold exactly one of labels or soft_labels", fix)
+    if art.soft_labels is not None:
+        soft = art.soft_labels
+        integrity.check_dtype(tpath, "soft_labels", soft.dtype, (torch.float32,), fix)
+        integrity.check_shape(tpath, "soft_labels", soft.shape, (n, c), fix)
+        integrity.check_finite(tpath, "soft_labels", soft, fix, unit="prior")
+        if soft.numel() and float(soft.min()) < 0:
+            raise InvalidValuesError(tpath, "soft_labels hold negative probabilities", fix)
+    else:
+        integrity.check_shape(tpath, "labels", t["labels"].shape, (n,), fix)
+        integrity.check_labels(tpath, "labels", t["labels"], c, fix)
+        if not torch.equal(t["labels"], art.hard_labels):
+            raise InvalidValuesError(tpath, "labels are not those of the blocks' priors", fix)
+    lr = check_lr(tpath, torch.tensor(art.lr, dtype=torch.float32), "the blocks' step size (lr)")
+    if num_classes_of(directory, manifest) not in (None, c):
+        problem = f"it says num_classes {manifest['num_classes']} but its blocks cover {c}"
+        raise InvalidValuesError(directory / "manifest.json", problem, fix)
+    image_shape = list(art.image_shape)
+    found = {
+        "num_priors": (n, f"{n} priors"),
+        "image_shape": (image_shape, f"a decoder of images of shape {image_shape}"),
+        "label_kind": (art.label_kind, f"{art.label_kind} labels"),
+        "lr": (lr, f"step sizes giving lr {lr:g}"),
+    }
+    check_manifest(directory, manifest, found)
 
 
 class LatentEpochs:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from ..utils import atomic_write, generator, write_json
+from .. import integrity
+from ..utils import generator, write_json
 from .latent_artifact import LatentSet
 from .viewing import pil_image, viewer_for
 
@@ -28,7 +28,7 @@ def write_samples(art: LatentSet, n: int, out: Path, seed: int = 0) -> int:
     if art.soft_labels is not None:
         tensors["soft_labels"] = art.soft_labels.repeat(1 + n, 1).contiguous()
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "samples.safetensors", lambda p: save_file(tensors, str(p)))
+    integrity.save(out / "samples.safetensors", tensors)
     pixels = viewer_for(art.meta).pixels(images)
     names = art.meta.get("class_names") or [str(c) for c in range(art.num_classes)]
     for i, (img, label, kind) in enumerate(zip(pixels, labels.tolist(), kinds, strict=True)):
