@@ -284,12 +284,6 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
     t_warm = time.perf_counter()
     iteration(warm_steps)
     warmup_seconds = time.perf_counter() - t_warm
-    # The arithmetic of one full iteration (convolutions and matmuls, as torch's FlopCounterMode counts
-    # them), counted on an untimed iteration; and this process's matmul rate, the peak it is measured
-    # against.
-    gflop = count_gflop(iteration, steps) if spec.get("flops", True) else None
-    peak_gflops = matmul_peak_gflops(device) if spec.get("flops", True) else None
-
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -312,9 +306,14 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
             break
 
     totals = [f + b for f, b in zip(forward, backward, strict=True)]
-    grads = {name: float(t.grad.norm()) if t.grad is not None else None for name, t in learned.items()}
     rss_peak = peak_rss_mb()
     cpu = meter.read()
+    # The arithmetic of one full iteration (convolutions and matmuls, as torch's FlopCounterMode counts
+    # them), counted on an untimed iteration after the timed ones (so that the peak memory above is the
+    # timed iterations' alone); and this process's matmul rate, the peak it is measured against.
+    gflop = count_gflop(iteration, steps) if spec.get("flops", True) else None
+    peak_gflops = matmul_peak_gflops(device) if spec.get("flops", True) else None
+    grads = {name: float(t.grad.norm()) if t.grad is not None else None for name, t in learned.items()}
     out: dict[str, Any] = {
         "engine": engine,
         "syn_steps": steps,
