@@ -102,6 +102,8 @@ class Stacked:
         self.momentum, self.weight_decay = momentum, weight_decay
         self.lrs = torch.tensor(list(lrs), dtype=torch.float64)
         self.bufs: dict[str, Tensor] = {}
+        self._lr_cache: dict[tuple, Tensor] = {}
+        self._lr_for: Tensor | None = None
 
         def one(p: dict, b: dict, x: Tensor) -> Tensor:
             return functional_call(self.base, (p, b), (x,))
@@ -118,6 +120,16 @@ class Stacked:
     def set_lr(self, lr: float) -> None:
         """Every member's lr (an expert epoch's `lr_at`)."""
         self.lrs = torch.full_like(self.lrs, lr)
+
+    def _lr_like(self, p: Tensor) -> Tensor:
+        """The lrs in `p`'s dtype, on its device, shaped to broadcast over it: copied to the device once
+        per lr change, not once per step (a copy from the host waits for the device)."""
+        key = (p.dtype, p.device, p.dim())
+        if self._lr_for is not self.lrs:
+            self._lr_cache, self._lr_for = {}, self.lrs
+        if key not in self._lr_cache:
+            self._lr_cache[key] = self.lrs.to(p.dtype).to(p.device).view(-1, *([1] * (p.dim() - 1)))
+        return self._lr_cache[key]
 
     def flat(self) -> Tensor:
         """Every member's parameters as one flat vector each (R x P, a copy, in the model's order)."""
@@ -149,8 +161,7 @@ class Stacked:
                 else:
                     buf.mul_(self.momentum).add_(d)
                 d = buf
-            lr = self.lrs.to(p.dtype).to(p.device).view(-1, *([1] * (p.dim() - 1)))
-            p.sub_(lr * d)
+            p.sub_(self._lr_like(p) * d)
 
     def state(self, r: int) -> dict[str, Tensor]:
         """Member r's parameters (a copy), named as the model's state dict."""

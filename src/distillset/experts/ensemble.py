@@ -219,8 +219,10 @@ def train_epoch_together(
         losses = [classification_loss(logits[r], yb) for r, yb in enumerate(ys)]
         objective = sum(losses) if loss_scale == 1.0 else sum(loss * loss_scale for loss in losses)
         stacked.step(torch.autograd.grad(objective, params))
+        # one transfer each from the device for all members (train_epoch's float(loss), int(correct))
+        values = torch.stack([loss.detach() for loss in losses]).tolist()
         hits = (logits.detach().argmax(dim=2) == torch.stack(ys)).sum(dim=1).tolist()
-        for r, (loss, yb) in enumerate(zip(losses, ys, strict=True)):
-            totals[r] += float(loss.detach()) * yb.numel()
-            correct[r] += int(hits[r])
+        for r, yb in enumerate(ys):
+            totals[r] += values[r] * yb.numel()
+            correct[r] += hits[r]
     return [(total / max(n, 1), c / max(n, 1)) for total, c in zip(totals, correct, strict=True)]
