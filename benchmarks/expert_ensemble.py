@@ -4,10 +4,10 @@ process, with the largest difference between the two ways' trajectories.
 `train_experts` itself (DSA, a validation pass and a snapshot every epoch, partial checkpoints), K experts
 of E epochs into a fresh store, first one way then the other, `--repeats` times in alternation after an
 untimed warm-up of both; experts per hour from the fastest run each way (and from the medians), ratio
-together / one by one. Cells: digits with the presets' ConvNet-128-2 and with ConvNet-32-2, and
-Fashion-MNIST with the Fashion presets' ConvNet-32-3 on a `--fashion-images` training subset (random
-1x28x28 images where the Fashion-MNIST files are absent). Writes
-`benchmarks/results/expert_ensemble.{json,md}`.
+together / one by one; for scale beside the difference, on the CPU, one by one with one torch thread
+more. Cells: digits with the presets' ConvNet-128-2 and with ConvNet-32-2, and Fashion-MNIST with the
+Fashion presets' ConvNet-32-3 on a `--fashion-images` training subset (random 1x28x28 images where the
+Fashion-MNIST files are absent). Writes `benchmarks/results/expert_ensemble.{json,md}`.
 
     python benchmarks/expert_ensemble.py [--experts 4] [--epochs 2] [--repeats 3] [--threads 1]
 
@@ -88,10 +88,20 @@ def measure(preset: str, overrides: list[str], experts: int, epochs: int, repeat
         for mode in ("off", "on"):
             s, trajectories[mode] = _train(cfg, data, mode)
             seconds[mode].append(s)
-    rel = max(
-        float((a - b).abs().max() / a.abs().max())
-        for a, b in zip(trajectories["on"], trajectories["off"], strict=True)
-    )
+
+    def largest_difference(key: str) -> float:
+        pairs = zip(trajectories[key], trajectories["off"], strict=True)
+        return max(float((a - b).abs().max() / b.abs().max()) for a, b in pairs)
+
+    rel, rel_threads = largest_difference("on"), None
+    if device.type == "cpu":  # for scale: one by one with a thread more (kernels that sum in another order)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(threads + 1)
+        try:
+            _, trajectories["threads"] = _train(cfg, data, "off")
+        finally:
+            torch.set_num_threads(threads)
+        rel_threads = largest_difference("threads")
     probe = build_expert_model(cfg, data, ("expert", 0, "init"))
     per_hour = {m: experts * 3600 / min(s) for m, s in seconds.items()}
     median_per_hour = {m: experts * 3600 / statistics.median(s) for m, s in seconds.items()}
@@ -111,6 +121,7 @@ def measure(preset: str, overrides: list[str], experts: int, epochs: int, repeat
         "ratio": per_hour["on"] / per_hour["off"],
         "median_ratio": median_per_hour["on"] / median_per_hour["off"],
         "max_rel_difference": rel,
+        "max_rel_difference_threads": rel_threads,
         "auto": "together"
         if pays(probe, device, cfg.experts.batch_train, (), stage="experts")
         else "one by one",
@@ -153,6 +164,10 @@ def main() -> None:
     write_text(args.out / "expert_ensemble.md", markdown(rows, meta))
 
 
+def _e(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1e}"
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     first = rows[0] if rows else {"experts": "?", "epochs": "?", "repeats": "?", "device": "?"}
     lines = [
@@ -164,17 +179,20 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"epochs (batch 256, DSA, a validation pass and a snapshot every epoch), {first['repeats']} runs "
         "each way in alternation after an untimed warm-up; experts per hour from the fastest run each way "
         "(the ratio of the medians beside it); the largest difference of a snapshot between the two ways, "
-        "relative to the snapshot's largest entry.",
+        "relative to the snapshot's largest entry, and for scale the same between one by one and one by one "
+        "with one torch thread more.",
         "",
         "| dataset | model | train images | GFLOP a batch (fwd + bwd) | one by one (experts / h) | "
-        "together (experts / h) | ratio | ratio of medians | largest difference | auto picks |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "together (experts / h) | ratio | ratio of medians | largest difference | with a thread more | "
+        "auto picks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r['train_images']} | {r['batch_gflop']:.2f} | "
             f"{r['per_hour']['off']:.0f} | {r['per_hour']['on']:.0f} | {r['ratio']:.2f}x | "
-            f"{r['median_ratio']:.2f}x | {r['max_rel_difference']:.1e} | {r['auto']} |"
+            f"{r['median_ratio']:.2f}x | {r['max_rel_difference']:.1e} | "
+            f"{_e(r['max_rel_difference_threads'])} | {r['auto']} |"
         )
     return "\n".join(lines) + "\n"
 
