@@ -17,8 +17,8 @@ within 1e-5 relative after 3 epochs (`tests/experts/test_expert_ensemble.py`; me
 after 2 epochs of larger networks as far as one by one with one torch thread more (up to 3e-5 of a
 snapshot's largest entry on Fashion-MNIST, `benchmarks/results/expert_ensemble.md`); the same store
 identity and manifest. Where it pays: on CUDA only (`auto`; see `distillset.ensemble.pays`): on the CPU
-an expert's batch already keeps the cores busy, and together measured 0.84 to 0.90 times the experts per
-hour of one by one there.
+an expert's batch already keeps the cores busy, and together measured fewer experts per hour than one
+by one there (the same results file).
 
 Not trained together (one by one, with a warning when `on` asked for it): GSAM (its second, perturbed
 pass per batch), AST's input-gradient penalty (double back-propagation through the input), and models
