@@ -15,7 +15,8 @@
 #   env      nvidia-smi, Python, torch, CUDA and cuDNN into $OUT/env.txt (and env.json)
 #   A        benchmarks/engine.py: ConvNet-128-3 on 3x32x32, IPC 10, syn_steps 20/40/80, the three engines
 #   B        gpu_bench.py precision: the adjoint's meta-gradient in float32, TF32 and bf16 autocast
-#   C        gpu_bench.py experts: seconds per expert epoch, bare loop against `distillset experts`
+#   C        gpu_bench.py experts: seconds per expert epoch, bare loop against `distillset experts`, and
+#            experts per hour one by one against trained together (experts.ensemble off / on)
 #   D        distillset run datm-fashion-mnist on the GPU, evaluation included
 #   A2       gpu_bench.py engine-ipc: part A's harness at IPC 50, syn_steps 20/40 (last: it gets the rest)
 # and $OUT/summary.md, one table per part with each part's status.
@@ -74,9 +75,9 @@ part_B() {
 }
 
 part_C() {
-    # shellcheck disable=SC2086 (C_SET: --set key=value words)
+    # shellcheck disable=SC2086 (C_SET, C_ENS: option words)
     "$PY" benchmarks/gpu_bench.py experts --device "$DEVICE" --root "$DATA_ROOT" --experts "$C_EXPERTS" \
-        --epochs "$C_EPOCHS" $C_SET --out "$OUT/experts.json"
+        --epochs "$C_EPOCHS" $C_SET $C_ENS --out "$OUT/experts.json"
 }
 
 part_D() {
@@ -155,25 +156,26 @@ if [ $SMOKE = 1 ]; then
     DEVICE=cpu THREADS=1 ITERS=1 CELL_TIMEOUT=40 TOTAL_S=${GPU_BENCH_SECONDS:-90}
     ENGINE_MODEL=small A_STEPS=2 B_STEPS=3 B_IPC=1 A2_IPC=2 A2_STEPS=2 A2_ENGINES=adjoint
     C_EXPERTS=1 C_EPOCHS=1 C_SET="--set data.train_limit=200 --set data.val_size=100"
+    C_ENS="--ensemble-experts 2 --ensemble-repeats 1"
     D_OVERRIDES="data.train_limit=200 data.val_size=100 distill.iterations=2 distill.syn_steps=3
         distill.expert_epochs=1 distill.max_start_epoch=1 distill.current_max_start_epoch=1
         distill.eval_epochs=2 experts.num_experts=2 experts.train_epochs=2 eval.runs=1 eval.epochs=2"
-    BUDGET_install=20 BUDGET_env=15 BUDGET_A=35 BUDGET_B=15 BUDGET_C=25 BUDGET_D=30 BUDGET_A2=15
+    BUDGET_install=20 BUDGET_env=15 BUDGET_A=35 BUDGET_B=15 BUDGET_C=40 BUDGET_D=30 BUDGET_A2=15
 else
     DEVICE=cuda THREADS=16 ITERS=3 CELL_TIMEOUT=60 TOTAL_S=${GPU_BENCH_SECONDS:-450}
     ENGINE_MODEL=big A_STEPS=20,40,80 B_STEPS=20 B_IPC=10
     A2_IPC=50 A2_STEPS=20,40 A2_ENGINES=unroll,tesla,adjoint
-    C_EXPERTS=2 C_EPOCHS=2 C_SET=""
+    C_EXPERTS=2 C_EPOCHS=2 C_SET="" C_ENS="--ensemble-experts 4 --ensemble-repeats 2"
     # The DATM preset's window (start epochs up to 10) would reach past 4 expert epochs: 2 + 2 <= 4.
     D_OVERRIDES="distill.iterations=20 experts.num_experts=2 experts.train_epochs=4 eval.runs=2
         eval.epochs=50 distill.max_start_epoch=2 distill.current_max_start_epoch=2"
-    BUDGET_install=40 BUDGET_env=20 BUDGET_A=150 BUDGET_B=45 BUDGET_C=50 BUDGET_D=100 BUDGET_A2=90
+    BUDGET_install=40 BUDGET_env=20 BUDGET_A=150 BUDGET_B=45 BUDGET_C=75 BUDGET_D=100 BUDGET_A2=90
 fi
 DEADLINE=$((START + TOTAL_S))
 GPU_SITE=$(mktemp -d "${TMPDIR:-/tmp}/distillset-gpu-site.XXXXXX")
 trap 'rm -rf "$GPU_SITE"' EXIT
 export PY OUT REPO DEVICE THREADS ITERS CELL_TIMEOUT ENGINE_MODEL A_STEPS B_STEPS B_IPC A2_IPC A2_STEPS A2_ENGINES
-export C_EXPERTS C_EPOCHS C_SET D_OVERRIDES DATA_ROOT GPU_SITE
+export C_EXPERTS C_EPOCHS C_SET C_ENS D_OVERRIDES DATA_ROOT GPU_SITE
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10
 
 record() {  # part, status, seconds, budget, note

@@ -12,7 +12,8 @@ Subcommands (each writes JSON under the output folder; gpu.sh runs each under it
              up, in float32, with TF32 and under bf16 autocast: relative error and cosine against
              float32, seconds per iteration
   experts    seconds per expert epoch: a bare training loop (benchmarks/expert_epoch.py) against the
-             library's own `distillset experts`, and experts per hour
+             library's own `distillset experts`, and experts per hour; then experts per hour one by one
+             against trained together (experts.ensemble off / on, benchmarks/expert_ensemble.py)
   run        `distillset run ... --json` without the run report (whose figures need matplotlib)
   summary    OUT/summary.md from everything the parts left in OUT
 
@@ -495,6 +496,7 @@ def cmd_precision(args: argparse.Namespace) -> int:
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
+    import expert_ensemble
     import expert_epoch
 
     overrides = [f"device={args.device}", f"data.root={args.root}", *args.set]
@@ -504,6 +506,10 @@ def cmd_experts(args: argparse.Namespace) -> int:
         "experts": args.experts,
         "epochs": args.epochs,
     }
+
+    def save() -> None:  # after each measurement: a part cut short by its timeout keeps the earlier ones
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
     # One network in a bare loop of the library's train_epoch (benchmarks/expert_epoch.py), on the
     # random preset with the DATM preset's network and data (width 32, 10,000 training images).
     from distillset.config import load_config
@@ -520,7 +526,16 @@ def cmd_experts(args: argparse.Namespace) -> int:
         result["bare_loop"] = expert_epoch.measure("fashion-mnist", bare, args.epochs + 1)
     except Exception as e:  # noqa: BLE001
         result["bare_loop"] = {"error": f"{type(e).__name__}: {e}"[:500]}
-    # The library's own training: `distillset experts` in a fresh process.
+    save()
+    # Single against ensemble: the same experts one by one and trained together, in this process.
+    try:
+        result["ensemble"] = expert_ensemble.measure(
+            args.preset, overrides, args.ensemble_experts, args.epochs, args.ensemble_repeats
+        )
+    except Exception as e:  # noqa: BLE001
+        result["ensemble"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+    save()
+    # The library's own training: `distillset experts` in a fresh process (experts.ensemble=auto).
     run = Path(args.out).with_suffix("")
     shutil.rmtree(run, ignore_errors=True)
     cmd = [
@@ -539,7 +554,12 @@ def cmd_experts(args: argparse.Namespace) -> int:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     (run.parent / f"{run.name}.log").write_text(proc.stdout + proc.stderr)
-    lib: dict = {"command": " ".join(cmd), "wall_seconds": wall, "returncode": proc.returncode}
+    lib: dict = {
+        "command": " ".join(cmd),
+        "wall_seconds": wall,
+        "returncode": proc.returncode,
+        "ensemble": load_config(args.preset, overrides).experts.ensemble,
+    }
     manifest = run / "experts" / "manifest.json"
     if proc.returncode == 0 and manifest.exists():
         recs = json.loads(manifest.read_text())["experts"]
@@ -561,13 +581,15 @@ def cmd_experts(args: argparse.Namespace) -> int:
         s = rec.get("seconds_per_epoch")
         if s:
             rec["experts_per_hour_at_preset_epochs"] = 3600 / (s * full)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save()
     print(json.dumps(result, indent=2)[:3000])
+    ens = result["ensemble"]
     print(
         f"s per expert epoch: bare loop {_f(result['bare_loop'].get('seconds_per_epoch'))}, "
-        f"distillset experts {_f(lib.get('seconds_per_epoch'))} ({lib['wall_seconds']:.1f} s wall)"
+        f"distillset experts {_f(lib.get('seconds_per_epoch'))} ({lib['wall_seconds']:.1f} s wall); "
+        f"together {_f(ens.get('ratio'))}x the experts per hour of one by one"
     )
-    return 0 if "error" not in lib else 1
+    return 0 if "error" not in lib and "error" not in ens else 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -716,8 +738,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
         lines += [
             f"Preset {ex['preset']} ({' '.join(ex['overrides'])}): {ex['experts']} experts x {ex['epochs']} "
             f"epochs; experts per hour at the preset's {ex['preset_train_epochs']} epochs. The library's "
-            "epoch also holds the validation pass and the snapshot of the parameters. The preset's own "
-            "comment: an expert epoch near 5 s on two CPU cores.",
+            "epoch also holds the validation pass and the snapshot of the parameters; with "
+            f"experts.ensemble={lib.get('ensemble', 'auto')} (auto: together on CUDA) an expert's epoch "
+            "is its share of its group's. The preset's own comment: an expert epoch near 5 s on two CPU "
+            "cores.",
             "",
             "| how | s / expert epoch | experts / hour | note |",
             "|---|---:|---:|---|",
@@ -736,6 +760,26 @@ def cmd_summary(args: argparse.Namespace) -> int:
             )
             + " |",
         ]
+        ens = ex.get("ensemble")
+        if ens is not None:
+            lines += [
+                "",
+                "Single against ensemble (experts.ensemble off / on, benchmarks/expert_ensemble.py):",
+                "",
+            ]
+            if "error" in ens:
+                lines.append(f"failed: {ens['error'].replace('|', '/')[:200]}")
+            else:
+                lines += [
+                    f"{ens['experts']} experts x {ens['epochs']} epochs on {ens['train_images']} images, "
+                    f"the fastest of {ens['repeats']} runs each way in one process.",
+                    "",
+                    "| how | experts / hour | ratio | largest difference |",
+                    "|---|---:|---:|---:|",
+                    f"| one by one | {_f(ens['per_hour']['off'], '.0f')} | 1.00x | |",
+                    f"| together | {_f(ens['per_hour']['on'], '.0f')} | {_f(ens['ratio'])}x | "
+                    f"{ens['max_rel_difference']:.1e} |",
+                ]
 
     lines += ["", "## D: Fashion-MNIST end to end (distillset run)", ""]
     ev = _load(out / "fashion" / "evaluation.json")
@@ -831,6 +875,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--root", default=str(REPO / "gpudata" / "fashion-mnist"))
     s.add_argument("--experts", type=int, default=2)
     s.add_argument("--epochs", type=int, default=2)
+    s.add_argument("--ensemble-experts", type=int, default=4, help="experts one by one, then together")
+    s.add_argument("--ensemble-repeats", type=int, default=2)
     s.add_argument("--set", action="append", default=[], help="another key=value override")
     s.add_argument("--out", required=True)
     s = sub.add_parser("run")

@@ -220,6 +220,17 @@ def test_a_killed_worker_is_retried_and_the_experts_equal_the_local_run(
     _same_store(store.root, local_experts)
 
 
+def test_experts_trained_together_on_ray_equal_the_local_group(ray_runtime, digits_data, tmp_path):
+    """A group of experts trained together (experts.ensemble=on) is one Ray task, and its experts equal
+    the local executor's group bit for bit."""
+    torch.set_num_threads(2)
+    together = ["experts.ensemble=on"]
+    local = train_experts(_experts_cfg(together), tmp_path / "local", digits_data, progress=False)
+    remote = train_experts(_experts_cfg([*together, *RAY]), tmp_path / "ray", digits_data, progress=False)
+    assert remote.completed == [0, 1, 2]
+    _same_store(remote.root, local.root)
+
+
 _USER_ERROR = r"""
 import sys
 from pathlib import Path

@@ -53,6 +53,11 @@ class DataConfig(Section):
         return v
 
 
+def _on_off(v: Any) -> Any:
+    """An auto|on|off key: YAML reads on/off as booleans."""
+    return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+
 def _known_model(name: str) -> str:
     known = list_models(include_aliases=True)
     if name.lower() not in known:
@@ -117,6 +122,11 @@ class ExpertsConfig(Section):
     )  # ||d(sum_k f_k)/dx|| per pixel or per image
     lr_decay: float = Field(1.0, gt=0, le=1)  # lr x lr_decay from epoch int(lr_decay_at * train_epochs) on
     lr_decay_at: float = Field(0.5, gt=0, lt=1, json_schema_extra=only_if("lr_decay"))
+    # experts trained at once, K to a stacked model (see experts/ensemble.py): the same trajectories up to
+    # float rounding, so not part of a store's identity; auto: on CUDA (never on the CPU), on, or off
+    ensemble: Literal["auto", "on", "off"] = Field("auto", json_schema_extra=NO_RESULT)
+
+    _ensemble_on_off = field_validator("ensemble", mode="before")(_on_off)
 
     @model_validator(mode="after")
     def _curriculum_order(self) -> ExpertsConfig:
@@ -229,11 +239,7 @@ class EvalConfig(Section):
             return [m.strip() for m in v.split(",") if m.strip()]
         return v
 
-    @field_validator("ensemble", mode="before")
-    @classmethod
-    def _on_off(cls, v: Any) -> Any:
-        # YAML reads on/off as booleans
-        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+    _ensemble_on_off = field_validator("ensemble", mode="before")(_on_off)
 
     @field_validator("models")
     @classmethod

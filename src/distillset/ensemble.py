@@ -19,6 +19,14 @@ at IPC 1, 1.20x the networks per hour on digits and 1.03x on Fashion-MNIST, wher
 over the large validation and test splits take most of the time; at IPC 10 no gain on digits and half
 the speed on Fashion-MNIST, so those train one by one. Models with buffers that training updates
 (BatchNorm's running statistics) are trained one by one.
+
+Experts (`experts.ensemble`, experts/ensemble.py) train K at once the same way, each with its own
+initialisation, data order and DSA draws, the epoch's lr, loss scale and curriculum subset shared. Where
+it pays: on CUDA only (`pays(..., stage="experts")`). An expert's batch (256 real images) is large: on
+one CPU thread a digits expert step (ConvNet-128-2 on 8x8, 3.7 GFLOP forward and backward a batch)
+already runs at 98% of the matmul peak, a Fashion-MNIST expert step (ConvNet-32-3) at 43%, and the
+vmapped grouped convolution was measured slower than separate ones on the CPU for evaluation at IPC 10,
+so stacking has nothing to win there (`benchmarks/results/expert_ensemble.md` measures both ways).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -46,12 +55,23 @@ def image_flops(model: nn.Module, image_shape: Sequence[int]) -> float:
     return float(counter.get_total_flops())
 
 
-def pays(model: nn.Module, device: torch.device, batch_images: int, image_shape: Sequence[int]) -> bool:
-    """Whether training copies of `model` together beats training them one by one (see the module)."""
+def pays(
+    model: nn.Module,
+    device: torch.device,
+    batch_images: int,
+    image_shape: Sequence[int],
+    stage: Literal["eval", "experts"] = "eval",
+) -> bool:
+    """Whether training copies of `model` together beats training them one by one (see the module):
+    never with buffers; always on CUDA; on the CPU, evaluation networks while a member's batch costs at
+    most `CPU_FLOPS` forward, experts never (a digits expert step runs at 98% of one thread's matmul peak,
+    a Fashion-MNIST width-32 one at 43%, and the vmapped grouped convolution is slower on the CPU)."""
     if any(True for _ in model.buffers()):
         return False
     if device.type == "cuda":
         return True
+    if stage == "experts":
+        return False
     return batch_images * image_flops(model, image_shape) <= CPU_FLOPS
 
 
@@ -82,6 +102,8 @@ class Stacked:
         self.momentum, self.weight_decay = momentum, weight_decay
         self.lrs = torch.tensor(list(lrs), dtype=torch.float64)
         self.bufs: dict[str, Tensor] = {}
+        self._lr_cache: dict[tuple, Tensor] = {}
+        self._lr_for: Tensor | None = None
 
         def one(p: dict, b: dict, x: Tensor) -> Tensor:
             return functional_call(self.base, (p, b), (x,))
@@ -95,6 +117,39 @@ class Stacked:
     def scale_lr(self, factor: float) -> None:
         self.lrs = self.lrs * factor
 
+    def set_lr(self, lr: float) -> None:
+        """Every member's lr (an expert epoch's `lr_at`)."""
+        self.lrs = torch.full_like(self.lrs, lr)
+
+    def _lr_like(self, p: Tensor) -> Tensor:
+        """The lrs in `p`'s dtype, on its device, shaped to broadcast over it: copied to the device once
+        per lr change, not once per step (a copy from the host waits for the device)."""
+        key = (p.dtype, p.device, p.dim())
+        if self._lr_for is not self.lrs:
+            self._lr_cache, self._lr_for = {}, self.lrs
+        if key not in self._lr_cache:
+            self._lr_cache[key] = self.lrs.to(p.dtype).to(p.device).view(-1, *([1] * (p.dim() - 1)))
+        return self._lr_cache[key]
+
+    def flat(self) -> Tensor:
+        """Every member's parameters as one flat vector each (R x P, a copy, in the model's order)."""
+        return torch.cat([v.detach().flatten(1) for v in self.params.values()], dim=1)
+
+    def momentum_flat(self) -> Tensor | None:
+        """Every member's momentum buffer, flat (R x P), as `flat`; None before the first step or
+        without momentum (where `torch.optim.SGD` keeps none either)."""
+        if not self.momentum or len(self.bufs) != len(self.params):
+            return None
+        return torch.cat([self.bufs[k].flatten(1) for k in self.params], dim=1)
+
+    def set_momentum(self, flat: Tensor) -> None:
+        """The members' momentum buffers from `momentum_flat`'s R x P (a resumed run)."""
+        offset = 0
+        for k, p in self.params.items():
+            n = p[0].numel()
+            self.bufs[k] = flat[:, offset : offset + n].reshape(p.shape).to(p.device, p.dtype).clone()
+            offset += n
+
     @torch.no_grad()
     def step(self, grads: Sequence[Tensor]) -> None:
         for (name, p), g in zip(self.params.items(), grads, strict=True):
@@ -106,8 +161,7 @@ class Stacked:
                 else:
                     buf.mul_(self.momentum).add_(d)
                 d = buf
-            lr = self.lrs.to(p.dtype).to(p.device).view(-1, *([1] * (p.dim() - 1)))
-            p.sub_(lr * d)
+            p.sub_(self._lr_like(p) * d)
 
     def state(self, r: int) -> dict[str, Tensor]:
         """Member r's parameters (a copy), named as the model's state dict."""

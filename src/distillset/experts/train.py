@@ -4,7 +4,9 @@ Each expert stores its flat parameters at initialisation and after each epoch (`
 snapshots). Plain SGD by default (lr 0.01, no momentum, no weight decay, batch 256, DSA on every batch):
 a deliberately simple optimiser whose trajectory a student can imitate. An interrupted run resumes
 from the last checkpoint of each expert in training and keeps every finished expert. The experts are
-independent tasks of the configured executor (parallel.py): in this process, or in parallel on Ray.
+independent tasks of the configured executor (parallel.py): in this process, or in parallel on Ray;
+with `experts.ensemble` (on CUDA by default) groups of them train together, one task a group
+(experts/ensemble.py).
 """
 
 from __future__ import annotations
@@ -203,6 +205,8 @@ def train_experts(
     With `experts.curriculum` the difficulty scores are read from (or first computed into) `scores_dir`,
     by default the `scores/` directory beside `out` in the run directory.
     """
+    from . import ensemble  # imports this module
+
     device = resolve_device(cfg.device)
     data = data if data is not None else prepare(cfg.data, device)
     probe = build_expert_model(cfg, data, ("expert", 0, "init"))
@@ -228,11 +232,29 @@ def train_experts(
         curriculum = build_curriculum(cfg, data, scores_dir, progress)
         info["curriculum"] = curriculum.summary(cfg.experts.train_epochs)
     store = TrajectoryStore.open_or_create(out, identity, info)
+    shared = (cfg, data, store.root if cfg.executor.shared_storage else None, curriculum)
+    groups = ensemble.plan(cfg, todo, probe, data.train_x.device)
+    if any(len(g) > 1 for g in groups):  # groups trained together (experts/ensemble.py), one task each
+
+        def commit(key: str, out: dict) -> None:  # each member on its own, as a single expert
+            for i, result in out.items():
+                store.write_expert(i, *result)
+
+        executor_for(cfg.executor).map(
+            ensemble.group_task,
+            [Task(f"experts-{'-'.join(map(str, g))}", (g,)) for g in groups],
+            shared=shared,
+            desc="experts",
+            progress=progress,
+            device=cfg.device,
+            on_result=commit,
+        )
+        return store
     # One task per expert; each finished expert is committed (shard, then manifest) as it arrives.
     executor_for(cfg.executor).map(
         expert_task,
         [Task(f"expert-{i}", (i,)) for i in todo],
-        shared=(cfg, data, store.root if cfg.executor.shared_storage else None, curriculum),
+        shared=shared,
         desc="experts",
         progress=progress,
         device=cfg.device,
