@@ -9,6 +9,7 @@ cases per target instead of the default.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import math
@@ -18,11 +19,14 @@ import re
 import resource
 import string
 import struct
+import subprocess
+import sys
 import tempfile
 import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -34,10 +38,15 @@ from hypothesis.control import currently_in_test_context
 from PIL import Image
 from pydantic import BaseModel
 
+import distillset
+from distillset import utils
+from distillset.cli import main
 from distillset.config import Config, DataConfig, list_presets, load_config
 from distillset.data import load_dataset
 from distillset.data.prepared import PreparedData, prepare
-from distillset.errors import DataError, DistillsetError
+from distillset.errors import DataError, DistillsetError, StoreError
+from distillset.experts.store import TrajectoryStore
+from distillset.synthetic import DistilledSet
 
 EXAMPLES = int(os.environ.get("DISTILLSET_FUZZ_EXAMPLES", "0"))
 
@@ -898,3 +907,165 @@ def test_fuzz_tinyimagenet(tmp_path_factory, bounded_memory, files):
     root = fresh_dir(tmp_path_factory.getbasetemp())
     write_tree(root / "tiny-imagenet-200", files)
     load("tinyimagenet", root, image_size=8)
+
+
+# ---------------------------------------------------------------- the command line
+
+CLI_BASE = ["baseline", "random", "--ipc", "1", "random-digits", "device=cpu"]
+
+
+def cli(capsys, argv: list[str]) -> tuple[int, str]:  # noqa: ANN001
+    """Exit status and stderr of `distillset ARGV`, run in this process."""
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def check_one_line(code: int, err: str) -> None:
+    assert code in (0, 2), (code, err)
+    if code == 2:
+        assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
+        assert "Traceback" not in err
+
+
+@fuzz(15)
+@given(overrides=st.lists(st.builds(lambda k, v: f"{k}={v}", key_text, value_text), max_size=3))
+@example(overrides=["data.ipcc=2"])
+@example(overrides=["data.ip\nc=2"])
+def test_fuzz_command_line_overrides(tmp_path_factory, capsys, overrides):
+    out = fresh_dir(tmp_path_factory.getbasetemp()) / "art"
+    check_one_line(*cli(capsys, [*CLI_BASE, "--out", str(out), *overrides]))
+
+
+@pytest.mark.parametrize("items", [["random-digits", "mtt-digits"], ["nope.yaml"]])
+def test_source_errors_are_one_line(tmp_path, capsys, items):
+    code, err = cli(capsys, ["baseline", "random", "--ipc", "1", "--out", str(tmp_path / "a"), *items])
+    assert code == 2
+    check_one_line(code, err)
+
+
+def test_bad_data_files_through_a_real_process(tmp_path):
+    """The installed entry point, in a fresh interpreter: exit status 2, one line, no traceback."""
+    (tmp_path / "bad.npz").write_bytes(npz_with(**{"x_train.npy": npy_header_only((10**12, 5, 4))}))
+    env = {**os.environ, "PYTHONPATH": str(Path(distillset.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    items = ["random-digits", "data.name=npz", f"data.root={tmp_path / 'bad.npz'}"]
+    argv = [sys.executable, "-m", "distillset", *CLI_BASE[:4], "--out", str(tmp_path / "art"), *items]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and "declares shape (1000000000000, 5, 4)" in proc.stderr, proc.stderr
+    check_one_line(proc.returncode, proc.stderr)
+    assert not (tmp_path / "art").exists()
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+def no_space(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+@pytest.mark.parametrize("where", ["write", "fsync", "rename"])
+def test_a_full_disk_keeps_the_old_file_and_leaves_no_temporary_one(tmp_path, monkeypatch, where):
+    path = tmp_path / "manifest.json"
+    path.write_text("old")
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            f.write(b"new" * 1000)
+            if where == "write":  # the disk fills up half-way through
+                raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+    if where != "write":
+        monkeypatch.setattr(utils.os, where if where == "fsync" else "replace", no_space)
+    with pytest.raises(StoreError) as info:
+        utils.atomic_write(path, write)
+    monkeypatch.undo()
+    message = str(info.value)
+    assert (
+        message.startswith(f"{path} could not be written: no space is left on the device")
+        and "\n" not in message
+    )
+    assert path.read_text() == "old" and listing(tmp_path) == ["manifest.json"]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+@pytest.mark.parametrize("where", ["write", "fsync", "rename"])
+def test_a_full_disk_leaves_no_half_written_directory(tmp_path, monkeypatch, where, existing):
+    dest = tmp_path / "export"
+    if existing:
+        dest.mkdir()  # an empty directory to fill
+
+    def write(tmp: Path) -> None:
+        (tmp / "0").mkdir()
+        (tmp / "0" / "a.png").write_bytes(b"x" * 100)
+        if where == "write":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        (tmp / "0" / "b.png").write_bytes(b"y" * 100)
+
+    if where != "write":
+        monkeypatch.setattr(utils.os, where if where == "fsync" else "replace", no_space)
+    with pytest.raises(StoreError, match="no space is left on the device"):
+        utils.atomic_write_dir(dest, write)
+    monkeypatch.undo()
+    assert listing(tmp_path) == (["export"] if existing else [])
+
+
+@fuzz(12)
+@given(fail_at=st.integers(1, 4))
+def test_a_full_disk_during_a_command(tmp_path_factory, capsys, fail_at):
+    """The disk fills up at the fail_at-th file synced by `distillset baseline random`: one line, exit 2,
+    and no half-written file (an artifact directory without its manifest, written last, is incomplete)."""
+    out = fresh_dir(tmp_path_factory.getbasetemp()) / "art"
+    calls, real = [], utils._fsync
+
+    def fsync(path: str | Path) -> None:
+        calls.append(path)
+        if len(calls) == fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path)
+
+    with mock.patch.object(utils, "_fsync", fsync):
+        code, err = cli(capsys, [*CLI_BASE, "--out", str(out)])
+    check_one_line(code, err)
+    assert code == (2 if len(calls) >= fail_at else 0)
+    if code:
+        assert "no space is left on the device" in err or "No space left on device" in err
+    assert not [p for p in out.parent.rglob("*") if p.name.endswith(".tmp")]
+    if (out / "manifest.json").exists():
+        DistilledSet.load(out)
+
+
+def test_a_command_stopped_by_a_full_disk_continues_to_the_same_result(tmp_path, capsys):
+    """Expert training stopped by a full disk at its third write, then run again: the same experts as a
+    run that was never stopped."""
+    argv = ["experts", "mtt-digits", "model.width=8", "experts.num_experts=1", "experts.train_epochs=2"]
+    argv += ["experts.batch_train=256", "device=cpu"]
+    calls, real = [], utils._fsync
+
+    def fsync(path: str | Path) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path)
+
+    with mock.patch.object(utils, "_fsync", fsync):
+        code, err = cli(capsys, [*argv, "--out", str(tmp_path / "cut")])
+    assert code == 2 and "no space is left on the device" in err
+    check_one_line(code, err)
+    assert cli(capsys, [*argv, "--out", str(tmp_path / "cut")])[0] == 0
+    assert cli(capsys, [*argv, "--out", str(tmp_path / "whole")])[0] == 0
+    cut = TrajectoryStore(tmp_path / "cut" / "experts").load(0)
+    assert torch.equal(cut, TrajectoryStore(tmp_path / "whole" / "experts").load(0))
+
+
+def test_other_os_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    code, err = cli(capsys, [*CLI_BASE, "--out", str(tmp_path / "file" / "art")])
+    assert code == 2 and "Not a directory" in err and str(tmp_path / "file") in err
+    check_one_line(code, err)

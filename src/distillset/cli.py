@@ -1,7 +1,7 @@
 """The `distillset` command: presets, experts, scores, distill, run, baseline, evaluate, demo.
 
-Bad input (an unknown key, a missing data file, a store made for another setting) prints one line
-naming the cause and the fix, and exits with status 2.
+Bad input (an unknown key, a missing data file, a store made for another setting, a full disk) prints
+one line naming the cause and the fix, and exits with status 2.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from .config import Config, list_presets, load_config
-from .errors import DistillsetError
+from .errors import ConfigError, DistillsetError
 from .utils import resolve_device, write_json
 
 
@@ -22,7 +22,7 @@ def _split_items(items: tuple[str, ...]) -> tuple[str | None, list[str]]:
     """Separate the optional preset/YAML (the one item without '=') from the key=value overrides."""
     sources = [i for i in items if "=" not in i]
     if len(sources) > 1:
-        raise click.UsageError(f"give at most one preset or YAML file, got {', '.join(sources)}.")
+        raise ConfigError(f"give at most one preset or YAML file, got {', '.join(map(repr, sources))}.")
     return (sources[0] if sources else None), [i for i in items if "=" in i]
 
 
@@ -110,7 +110,7 @@ def _prepare_run(items: tuple[str, ...], out: str | None) -> tuple[Config, Path]
 
     source, cfg = _resolve(items)
     if cfg.method == "random":
-        raise click.UsageError(
+        raise ConfigError(
             "this config's method is random: nothing to distil. Name a distillation preset "
             "(e.g. datm-digits) or set method=... with a distill section."
         )
@@ -382,3 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     except FloatingPointError as e:
         _echo_err(f"error: {e}")
         sys.exit(1)
+    except OSError as e:  # a full disk, a directory without write permission, ...: one line as well
+        where = f" ({e.filename})" if e.filename else ""
+        _echo_err(f"error: {e.strerror or e}{where}; check the path, its permissions and the free space.")
+        sys.exit(2)

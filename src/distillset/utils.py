@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -50,9 +51,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`.
+    """Call `write(tmp)` on a temporary file beside `path`, sync it to disk, then rename it over `path`.
 
-    A reader never sees a half-written file, and an interrupted write leaves the old file intact.
+    A reader never sees a half-written file, and an interrupted write (or a full disk) leaves the old
+    file intact and no temporary file behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,30 +62,68 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        _fsync(tmp)  # the data is on disk before the name points at it
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; keep the user's usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        _raise_if_full(e, path)
         raise
+    _fsync(path.parent)
 
 
 def atomic_write_dir(path: str | Path, write: Callable[[Path], T]) -> T:
-    """Call `write(tmp)` on a temporary directory beside `path`, then rename it to `path` (which may be an
-    empty directory); returns what `write` returned. A reader never sees a half-written directory, and an
-    interrupted write leaves nothing behind."""
+    """Call `write(tmp)` on a temporary directory beside `path`, sync it to disk, then rename it to `path`
+    (which may be an empty directory); returns what `write` returned. A reader never sees a half-written
+    directory, and an interrupted write (or a full disk) leaves nothing behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    emptied = False
     try:
         result = write(tmp)
+        for folder, _, files in os.walk(tmp):
+            for name in files:
+                _fsync(os.path.join(folder, name))
+            _fsync(folder)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; keep the user's usual permissions
         if path.is_dir():
             path.rmdir()  # only an empty one: a directory with files refuses
+            emptied = True
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if emptied:  # the empty directory that was to be filled stays
+            path.mkdir(exist_ok=True)
+        _raise_if_full(e, path)
         raise
+    _fsync(path.parent)
     return result
+
+
+def _fsync(path: str | Path) -> None:
+    """Flush a file's (or a directory's entries') data to the disk; a no-op where a directory cannot be
+    opened (Windows) or synced."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (IsADirectoryError, PermissionError):
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not os.path.isdir(path):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _raise_if_full(e: BaseException, path: Path) -> None:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space is left on the device" if e.errno == errno.ENOSPC else "the disk quota is exceeded"
+        raise StoreError(
+            f"{path} could not be written: {what}; free some space and run the command again (it keeps "
+            "what was written before)."
+        ) from e
 
 
 def _umask() -> int:
