@@ -1,12 +1,15 @@
 """The `distillset` command: presets, experts, scores, distill, run, baseline, evaluate, verify, demo.
 
-Bad input (an unknown key, a missing data file, a store made for another setting) prints one line
-naming the cause and the fix, and exits with status 2.
+Bad input (an unknown key, a missing data file, a store made for another setting, a run directory that
+another process is writing, a full disk) prints one line naming the cause and the fix, and exits with
+status 2.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,15 +17,15 @@ from pathlib import Path
 import click
 
 from .config import Config, list_presets, load_config
-from .errors import DistillsetError
-from .utils import resolve_device, write_json
+from .errors import ConfigError, DistillsetError
+from .utils import directory_lock, resolve_device, write_json
 
 
 def _split_items(items: tuple[str, ...]) -> tuple[str | None, list[str]]:
     """Separate the optional preset/YAML (the one item without '=') from the key=value overrides."""
     sources = [i for i in items if "=" not in i]
     if len(sources) > 1:
-        raise click.UsageError(f"give at most one preset or YAML file, got {', '.join(sources)}.")
+        raise ConfigError(f"give at most one preset or YAML file, got {', '.join(map(repr, sources))}.")
     return (sources[0] if sources else None), [i for i in items if "=" in i]
 
 
@@ -75,9 +78,10 @@ def experts(items: tuple[str, ...], out: str | None) -> None:
             "inside `distillset run`; run that instead."
         )
     run = _run_dir(out, source)
-    write_config(run, cfg, overwrite=False)
-    store = train_experts(cfg, run / "experts")
-    write_config(run, cfg, overwrite=True)
+    with directory_lock(run, "experts"):
+        write_config(run, cfg, overwrite=False)
+        store = train_experts(cfg, run / "experts")
+        write_config(run, cfg, overwrite=True)
     click.echo(f"{store.summary()}.")
 
 
@@ -95,10 +99,11 @@ def scores(items: tuple[str, ...], out: str | None) -> None:
 
     source, cfg = _resolve(items)
     run = _run_dir(out, source)
-    data = prepare(cfg.data, resolve_device(cfg.device))
-    write_config(run, cfg, overwrite=False)
-    result = interruptible(lambda: compute_scores(cfg, data, run / "scores"), run)
-    write_config(run, cfg, overwrite=True)
+    with directory_lock(run, "scores"):
+        data = prepare(cfg.data, resolve_device(cfg.device))
+        write_config(run, cfg, overwrite=False)
+        result = interruptible(lambda: compute_scores(cfg, data, run / "scores"), run)
+        write_config(run, cfg, overwrite=True)
     plural = "s" if result.num_models != 1 else ""
     click.echo(f"difficulty scores of {result.num_models} network{plural} in {result.path}:")
     for line in result.summary_lines():
@@ -110,7 +115,7 @@ def _prepare_run(items: tuple[str, ...], out: str | None) -> tuple[Config, Path]
 
     source, cfg = _resolve(items)
     if cfg.method == "random":
-        raise click.UsageError(
+        raise ConfigError(
             "this config's method is random: nothing to distil. Name a distillation preset "
             "(e.g. datm-digits) or set method=... with a distill section."
         )
@@ -237,20 +242,24 @@ def evaluate(
     from .evaluate import format_report
     from .synthetic import DistilledSet
 
-    art = DistilledSet.load(artifact)
-    extra = list(overrides)
-    if models:
-        extra.append(f"eval.models={models}")
-    if runs:
-        extra.append(f"eval.runs={runs}")
-    if root:
-        extra.append(f"data.root={root}")
-    # where the artifact was made (its executor) does not follow it: the default unless overridden
-    made = {k: v for k, v in art.meta["config"].items() if k != "executor"}
-    cfg = validate(apply_overrides(made, extra))
-    report = run_eval(art, cfg, artifact_path=artifact, progress=not as_json or sys.stderr.isatty())
-    if save:
-        write_json(save, report)
+    # an artifact inside a run directory (RUN/distilled): not while another process writes that run
+    run_dir = Path(artifact).resolve().parent
+    in_run = (run_dir / "config.yaml").is_file() and os.access(run_dir, os.W_OK)
+    with directory_lock(run_dir, "evaluate") if in_run else contextlib.nullcontext():
+        art = DistilledSet.load(artifact)
+        extra = list(overrides)
+        if models:
+            extra.append(f"eval.models={models}")
+        if runs:
+            extra.append(f"eval.runs={runs}")
+        if root:
+            extra.append(f"data.root={root}")
+        # where the artifact was made (its executor) does not follow it: the default unless overridden
+        made = {k: v for k, v in art.meta["config"].items() if k != "executor"}
+        cfg = validate(apply_overrides(made, extra))
+        report = run_eval(art, cfg, artifact_path=artifact, progress=not as_json or sys.stderr.isatty())
+        if save:
+            write_json(save, report)
     click.echo(json.dumps(report) if as_json else format_report(report))
 
 
@@ -398,3 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     except FloatingPointError as e:
         _echo_err(f"error: {e}")
         sys.exit(1)
+    except OSError as e:  # a full disk, a directory without write permission, ...: one line as well
+        where = f" ({e.filename})" if e.filename else ""
+        _echo_err(f"error: {e.strerror or e}{where}; check the path, its permissions and the free space.")
+        sys.exit(2)

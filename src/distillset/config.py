@@ -8,6 +8,7 @@ nearest valid key; the fully resolved config, every default written out, goes in
 from __future__ import annotations
 
 import difflib
+import reprlib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -385,9 +386,40 @@ def _read_yaml(text: str, where: str) -> dict:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{where} is not valid YAML: {str(e).splitlines()[0]}.") from e
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{where} nests its collections too deeply to be a config.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must hold a mapping of config sections, not a {type(data).__name__}.")
     return data
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {e.start} is 0x{e.object[e.start]:02x}); save it "
+            "as UTF-8 YAML."
+        ) from None
+    except OSError as e:
+        raise ConfigError(
+            f"config file {path} cannot be read ({e.strerror}); check its permissions."
+        ) from None
+
+
+def _printable(text: object) -> str:
+    """`text` as it can be shown on one line: control characters escaped."""
+    text = str(text)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+# a bad value is shown in the message, but never more than a line of it (YAML aliases can make a small
+# file expand to a huge structure)
+_SHOW = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+_SHOW.maxlevel = 2
+_SHOW.maxlist = _SHOW.maxdict = 4
+_SHOW.maxstring = _SHOW.maxother = 60
+_SHOW.maxlong = 40
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -408,7 +440,7 @@ def _load_layers(source: str, seen: tuple[str, ...] = ()) -> dict:
     elif path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {source} does not exist; give a YAML path or a preset name.")
-        data = _read_yaml(path.read_text(), str(path))
+        data = _read_yaml(_read_text(path), str(path))
     else:
         close = difflib.get_close_matches(source, list(list_presets()), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else " Run `distillset presets` to list them."
@@ -432,7 +464,7 @@ def _check_keys(data: dict, model: type[BaseModel], prefix: str = "") -> None:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(fields)}."
-            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+            raise ConfigError(f"unknown config key {_printable(f'{prefix}{key}')}{hint}")
         sub = fields[key].annotation
         if isinstance(sub, type) and issubclass(sub, BaseModel):
             if not isinstance(value, dict):
@@ -448,6 +480,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    except RecursionError:  # PyYAML composes nested collections recursively
+        shown = _printable(key.strip())
+        raise ConfigError(
+            f"the value of {shown} nests its collections too deeply; give a flat value."
+        ) from None
     return key.strip().split("."), value
 
 
@@ -459,7 +496,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"{'.'.join(path)}: {part} is a value, not a section.")
+                shown = _printable(".".join(path))
+                raise ConfigError(f"{shown}: {_printable(part)} is a value, not a section.")
         node[path[-1]] = value
     return data
 
@@ -473,7 +511,8 @@ def validate(data: dict) -> Config:
         where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"  # a whole section says nothing useful
+        # a whole section says nothing useful
+        shown = "" if isinstance(got, dict) else f" (got {_SHOW.repr(got)})"
         raise ConfigError(f"{where}: {msg}{shown}.") from e
 
 

@@ -81,7 +81,7 @@ def run_distillation(
     passed as `store`). Writes `out/checkpoints/distill.safetensors` (resumable), `out/metrics.jsonl` and,
     at the end, `out/distilled/` (the best set by validation accuracy) and `out/distilled-final/` (the last
     set). A second process started on the same directory while one runs is refused."""
-    with directory_lock(Path(out) / "checkpoints", "distilling"):
+    with directory_lock(out, "distill"):
         return _loop(cfg, Path(out), data, store, progress)
 
 

@@ -21,7 +21,7 @@ from .evaluate import evaluate
 from .experts.store import TrajectoryStore
 from .objectives import objective_class
 from .synthetic import DistilledSet, LatentSet
-from .utils import resolve_device, write_json, write_text
+from .utils import directory_lock, resolve_device, write_json, write_text
 
 T = TypeVar("T")
 
@@ -100,42 +100,39 @@ def run_pipeline(
     """Experts (reused from `store` or `experts_dir`, default `out/experts`) -> distill -> evaluate ->
     the run report (`out/report/index.html`; not with `report=False`), in the run directory `out`.
     `baseline=False` leaves out the random-real baseline (benchmarks compute it once per IPC). `echo`
-    receives a line after each stage."""
+    receives a line after each stage. A second process started on `out` meanwhile is refused, with the
+    stage this one is in."""
     check(cfg)
     out, say = Path(out), echo or (lambda _line: None)
-    data = data if data is not None else prepare(cfg.data, resolve_device(cfg.device))
-    write_config(out, cfg, overwrite=False)
-    t0 = time.perf_counter()
-    if objective_class(cfg.distill.objective).subtasks:  # D3: experts and distillation per class block
-        from .federated import distill_subtasks
+    with directory_lock(out, "run"):  # a second process on `out` meanwhile is refused
+        data = data if data is not None else prepare(cfg.data, resolve_device(cfg.device))
+        write_config(out, cfg, overwrite=False)
+        t0 = time.perf_counter()
+        if objective_class(cfg.distill.objective).subtasks:  # D3: experts and distillation per class block
+            from .federated import distill_subtasks
 
-        result = interruptible(lambda: distill_subtasks(cfg, data, out, progress=progress, echo=say), out)
-        return _finish(
-            cfg,
-            data,
-            out,
-            result,
-            None,
-            {"subtasks": round(time.perf_counter() - t0, 1)},
-            evaluate_set,
-            baseline,
-            report,
-            progress,
-            say,
-        )
-    if store is None:
-        where = Path(experts_dir) if experts_dir is not None else out / "experts"
-        stage = partial(
-            experts_stage, cfg, data, where, train=train_experts, scores_dir=scores_dir, progress=progress
-        )
-        store = interruptible(stage, out)
-        if store is not None:
-            say(f"{store.summary()}.")
-    t1 = time.perf_counter()
-    result = interruptible(lambda: run_distillation(cfg, out, data, store, progress=progress), out)
-    t2 = time.perf_counter()
-    seconds = {"experts": round(t1 - t0, 1), "distill": round(t2 - t1, 1)}
-    return _finish(cfg, data, out, result, store, seconds, evaluate_set, baseline, report, progress, say)
+            with directory_lock(out, "sub-tasks"):
+                result = interruptible(
+                    lambda: distill_subtasks(cfg, data, out, progress=progress, echo=say), out
+                )
+            seconds = {"subtasks": round(time.perf_counter() - t0, 1)}
+            return _finish(
+                cfg, data, out, result, None, seconds, evaluate_set, baseline, report, progress, say
+            )
+        if store is None:
+            where = Path(experts_dir) if experts_dir is not None else out / "experts"
+            stage = partial(
+                experts_stage, cfg, data, where, train=train_experts, scores_dir=scores_dir, progress=progress
+            )
+            with directory_lock(out, "experts"):
+                store = interruptible(stage, out)
+            if store is not None:
+                say(f"{store.summary()}.")
+        t1 = time.perf_counter()
+        result = interruptible(lambda: run_distillation(cfg, out, data, store, progress=progress), out)
+        t2 = time.perf_counter()
+        seconds = {"experts": round(t1 - t0, 1), "distill": round(t2 - t1, 1)}
+        return _finish(cfg, data, out, result, store, seconds, evaluate_set, baseline, report, progress, say)
 
 
 def _finish(
@@ -158,8 +155,11 @@ def _finish(
         t0 = time.perf_counter()
         if not baseline:
             cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"baseline": False})})
-        evaluation = evaluate(result.artifact, cfg, data, progress=progress, artifact_path=out / "distilled")
-        write_json(out / "evaluation.json", evaluation)
+        with directory_lock(out, "evaluate"):
+            evaluation = evaluate(
+                result.artifact, cfg, data, progress=progress, artifact_path=out / "distilled"
+            )
+            write_json(out / "evaluation.json", evaluation)
         seconds["evaluate"] = round(time.perf_counter() - t0, 1)
     page = None
     if report:

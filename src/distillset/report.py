@@ -32,7 +32,7 @@ from . import __version__
 from .compare import cell, human_bytes
 from .errors import StoreError
 from .rundir import read_metrics
-from .utils import atomic_write, generator, read_json, write_text
+from .utils import atomic_write, directory_lock, generator, read_json, write_text
 
 GRID_PAD = 2  # white pixels between tiles and around the grid
 GRID_MAX_CLASSES = 10
@@ -882,8 +882,16 @@ def write_report(run: Path, *, root: str | None = None) -> Path:
     """Write `RUN/report/index.html` and its PNG figures; return the page's path.
 
     `root` is where the dataset lies on this machine, if not where the run was made (used only to
-    invert ZCA for viewing). Raises StoreError when `run` is not a run directory.
+    invert ZCA for viewing). Raises StoreError when `run` is not a run directory, or while another
+    process writes it (the report would mix its old and new files).
     """
+    if not Path(run).is_dir():
+        read_run(Path(run))  # stops: not a run directory (and none is made)
+    with directory_lock(run, "report"):
+        return _write_report(run, root)
+
+
+def _write_report(run: Path, root: str | None) -> Path:
     state = read_run(Path(run))
     run = state.path
     out = run / "report"

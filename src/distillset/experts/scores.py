@@ -51,7 +51,7 @@ from ..models import ParamLayout
 from ..networks import seeded_model
 from ..parallel import Task, executor_for
 from ..training import train_epoch
-from ..utils import generator
+from ..utils import generator, locks
 
 FORMAT = "distillset.scores/1"
 SCORES_FIX = "delete it: `distillset scores` (or the run that needs it) computes the scores again"
@@ -304,6 +304,7 @@ def _score_task(cfg: Config, data: PreparedData, k: int) -> dict[str, Tensor]:
     return score_one_model(cfg, data, k)  # looked up when called: tests replace it
 
 
+@locks("out", "scores")  # one process at a time computes into `out`
 def compute_scores(
     cfg: Config, data: PreparedData, out: str | Path, progress: bool = True
 ) -> DifficultyScores:

@@ -25,7 +25,7 @@ from ..models import ParamLayout, flat_params, load_flat_
 from ..networks import seeded_model
 from ..parallel import Task, executor_for
 from ..training import accuracy, train_epoch
-from ..utils import generator, resolve_device
+from ..utils import generator, locks, resolve_device
 from .curriculum import Curriculum
 from .optim import base_optimizer, expert_optimizer
 from .smooth import clip_factor, input_gradient_penalty, lr_at
@@ -193,6 +193,7 @@ def expert_task(
     return torch.stack(snapshots), history
 
 
+@locks("out", "experts")
 def train_experts(
     cfg: Config,
     out: str | Path,
@@ -203,7 +204,8 @@ def train_experts(
     """Train `experts.num_experts` experts into `out` (a trajectory store), continuing where it stopped.
 
     With `experts.curriculum` the difficulty scores are read from (or first computed into) `scores_dir`,
-    by default the `scores/` directory beside `out` in the run directory.
+    by default the `scores/` directory beside `out` in the run directory. A second process training into
+    the same store meanwhile is refused.
     """
     from . import ensemble  # imports this module
 
