@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .data.augment import DSA
+from .training import classification_loss
 
 CPU_FLOPS = 100e6  # forward FLOPs of a member's batch up to which training together pays on the CPU
 MAX_MEMBERS = 16
@@ -170,3 +171,42 @@ class Stacked:
     def load_into(self, model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
         model.load_state_dict({**model.state_dict(), **state})
         return model
+
+
+def train_epoch_together(
+    stacked: Stacked,
+    data: Sequence[tuple[Tensor, Tensor]],
+    order_gens: Sequence[torch.Generator],
+    augs: Sequence[DSA | None],
+    aug_gens: Sequence[torch.Generator],
+    batch_size: int,
+    loss_scale: float = 1.0,
+) -> list[tuple[float, float]]:
+    """`training.train_epoch` for every member at once: member r on its own `data[r]` = (x, y) (all of
+    one size), in its own random order (`order_gens[r]`) and with its own DSA draws (`augs[r]` with
+    `aug_gens[r]`; None: no DSA), the loss `loss_scale * CE`; (mean plain loss, accuracy on the
+    augmented training batches) per member, as `train_epoch` returns them."""
+    count, n = len(data), data[0][0].shape[0]
+    device = data[0][0].device
+    orders = [torch.randperm(n, generator=g).to(device) for g in order_gens]
+    params = list(stacked.params.values())
+    totals, correct = [0.0] * count, [0] * count
+    for start in range(0, n, batch_size):
+        xs, ys = [], []
+        for (x, y), order, aug, aug_gen in zip(data, orders, augs, aug_gens, strict=True):
+            idx = order[start : start + batch_size]
+            xb = x[idx]
+            xs.append(aug(xb, aug_gen) if aug is not None else xb)
+            ys.append(y[idx])
+        logits = stacked(torch.stack(xs))
+        losses = [classification_loss(logits[r], yb) for r, yb in enumerate(ys)]
+        objective = sum(losses) if loss_scale == 1.0 else sum(loss * loss_scale for loss in losses)
+        stacked.step(torch.autograd.grad(objective, params))
+        # one transfer each from the device for all members (train_epoch's float(loss), int(correct))
+        values = torch.stack([loss.detach() for loss in losses]).tolist()
+        targets = torch.stack([yb.argmax(dim=1) if yb.is_floating_point() else yb for yb in ys])
+        hits = (logits.detach().argmax(dim=2) == targets).sum(dim=1).tolist()
+        for r, yb in enumerate(ys):
+            totals[r] += values[r] * yb.shape[0]
+            correct[r] += hits[r]
+    return [(total / max(n, 1), c / max(n, 1)) for total, c in zip(totals, correct, strict=True)]

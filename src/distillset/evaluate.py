@@ -23,7 +23,7 @@ from .baseline import CORESET_METHODS, coreset_features, coreset_indices
 from .config import Config, DataConfig, EvalConfig
 from .data.augment import DSA
 from .data.prepared import PreparedData, prepare
-from .ensemble import MAX_MEMBERS, Member, Stacked, pays
+from .ensemble import MAX_MEMBERS, Member, Stacked, pays, train_epoch_together
 from .errors import ConfigError, StoreError
 from .networks import seeded_model
 from .parallel import Task, executor_for
@@ -31,7 +31,7 @@ from .soft_labels import labeller_for
 from .synthetic import DistilledSet, LatentSet, random_real_indices
 from .synthetic.artifact import FixedData
 from .synthetic.latent_artifact import LatentEpochs, image_storage
-from .training import accuracy, classification_loss, train_epoch
+from .training import accuracy, train_epoch
 from .utils import generator, resolve_device
 
 EpochData = FixedData | LatentEpochs  # epoch -> (images, targets)
@@ -218,32 +218,24 @@ def train_and_test_ensemble(members: list[Member], data: PreparedData, ecfg: Eva
     """`train_and_test` for every member at once: the same epochs, decay, batches and checkpoints, each
     member's own data, order, DSA, lr and validation choice; a row per member."""
     stacked = Stacked([m.model for m in members], [m.lr for m in members], ecfg.momentum, ecfg.weight_decay)
-    count, device = len(members), data.train_x.device
+    count = len(members)
     has_val = data.val_x.shape[0] > 0
     best_val, best_state, best_epoch = [-1.0] * count, [None] * count, [epochs] * count
     max_test = [0.0] * count
     checkpoints = _checkpoints(ecfg, epochs)
     decay_epoch = int(epochs * ecfg.decay_at)
-    params = list(stacked.params.values())
     for epoch in range(epochs):
         if epoch == decay_epoch and decay_epoch > 0:
             stacked.scale_lr(0.1)
-        epoch_data = [m.source(epoch) for m in members]
-        n = epoch_data[0][0].shape[0]
-        orders = [torch.randperm(n, generator=m.order_gen).to(device) for m in members]
-        total = torch.zeros(count, dtype=torch.float64)
-        for start in range(0, n, ecfg.batch):
-            xs, ys = [], []
-            for m, (x, y), order in zip(members, epoch_data, orders, strict=True):
-                idx = order[start : start + ecfg.batch]
-                xb = x[idx]
-                xs.append(m.aug(xb, m.aug_gen) if m.aug is not None else xb)
-                ys.append(y[idx])
-            logits = stacked(torch.stack(xs))
-            losses = [classification_loss(logits[r], ys[r]) for r in range(count)]
-            stacked.step(torch.autograd.grad(sum(losses), params))
-            total += torch.tensor([float(loss.detach()) for loss in losses], dtype=torch.float64) * len(ys[0])
-        for m, loss in zip(members, (total / max(n, 1)).tolist(), strict=True):
+        rows = train_epoch_together(
+            stacked,
+            [m.source(epoch) for m in members],
+            [m.order_gen for m in members],
+            [m.aug for m in members],
+            [m.aug_gen for m in members],
+            ecfg.batch,
+        )
+        for m, (loss, _) in zip(members, rows, strict=True):
             _check_finite(loss, m.lr)
         # each member checked in its own model: a large shared input runs no faster stacked
         if epoch + 1 in checkpoints:

@@ -39,9 +39,9 @@ from torch import Tensor
 from ..config import Config, ExpertsConfig
 from ..data.augment import DSA
 from ..data.prepared import PreparedData
-from ..ensemble import MAX_MEMBERS, Stacked, pays
+from ..ensemble import MAX_MEMBERS, Stacked, pays, train_epoch_together
 from ..models import flat_params, load_flat_
-from ..training import accuracy, classification_loss
+from ..training import accuracy
 from ..utils import generator
 from . import train as train_mod
 from .curriculum import Curriculum
@@ -95,13 +95,7 @@ class _Member:
         self.order_gen = generator(cfg.seed, "expert", i, "order")
         self.aug_gen = generator(cfg.seed, "expert", i, "dsa")
         self.snapshots: list[Tensor] = [flat_params(self.model).cpu()]
-        self.history: dict[str, list[float]] = {
-            "train_loss": [],
-            "train_acc": [],
-            "val_acc": [],
-            "seconds": [],
-            "lr": [],
-        }
+        self.history = train_mod.new_history()
         self.epoch = 0
         self.momentum: Tensor | None = None
         resumed = store.read_partial(i) if store is not None else None
@@ -165,7 +159,15 @@ def _train_together(
         if curriculum is not None:
             subset = curriculum.indices(epoch).to(x.device)
             x, y = x[subset], y[subset]
-        rows = train_epoch_together(stacked, members, x, y, ecfg.batch_train, aug, clip_factor(epoch, ecfg))
+        rows = train_epoch_together(
+            stacked,
+            [(x, y)] * len(members),
+            [m.order_gen for m in members],
+            [aug] * len(members),
+            [m.aug_gen for m in members],
+            ecfg.batch_train,
+            clip_factor(epoch, ecfg),
+        )
         flat = stacked.flat().cpu()
         share = (time.perf_counter() - t0) / len(members)
         for r, (m, (loss, train_acc)) in enumerate(zip(members, rows, strict=True)):
@@ -184,48 +186,7 @@ def _train_together(
         if store is not None and done < ecfg.train_epochs and done % ecfg.checkpoint_every == 0:
             momentum = stacked.momentum_flat()
             for r, m in enumerate(members):
-                tensors = {
-                    "snapshots": torch.stack(m.snapshots),
-                    "order_gen": m.order_gen.get_state(),
-                    "aug_gen": m.aug_gen.get_state(),
-                }
-                if momentum is not None:
-                    tensors["momentum"] = momentum[r].cpu()
+                mom = momentum[r].cpu() if momentum is not None else None
+                tensors = train_mod.partial_tensors(m.snapshots, m.order_gen, m.aug_gen, mom)
                 store.write_partial(m.i, tensors, {"epoch": done, "history": m.history})
     return {m.i: (torch.stack(m.snapshots), m.history) for m in members}
-
-
-def train_epoch_together(
-    stacked: Stacked,
-    members: list[_Member],
-    x: Tensor,
-    y: Tensor,
-    batch_size: int,
-    aug: DSA | None,
-    loss_scale: float = 1.0,
-) -> list[tuple[float, float]]:
-    """`training.train_epoch` for every member at once on the same (x, y): each member's own random
-    order and DSA draws, the loss `loss_scale * CE`; (mean plain loss, accuracy on the augmented
-    training batches) per member."""
-    n = x.shape[0]
-    orders = [torch.randperm(n, generator=m.order_gen).to(x.device) for m in members]
-    params = list(stacked.params.values())
-    totals, correct = [0.0] * len(members), [0] * len(members)
-    for start in range(0, n, batch_size):
-        xs, ys = [], []
-        for m, order in zip(members, orders, strict=True):
-            idx = order[start : start + batch_size]
-            xb = x[idx]
-            xs.append(aug(xb, m.aug_gen) if aug is not None else xb)
-            ys.append(y[idx])
-        logits = stacked(torch.stack(xs))
-        losses = [classification_loss(logits[r], yb) for r, yb in enumerate(ys)]
-        objective = sum(losses) if loss_scale == 1.0 else sum(loss * loss_scale for loss in losses)
-        stacked.step(torch.autograd.grad(objective, params))
-        # one transfer each from the device for all members (train_epoch's float(loss), int(correct))
-        values = torch.stack([loss.detach() for loss in losses]).tolist()
-        hits = (logits.detach().argmax(dim=2) == torch.stack(ys)).sum(dim=1).tolist()
-        for r, yb in enumerate(ys):
-            totals[r] += values[r] * yb.numel()
-            correct[r] += hits[r]
-    return [(total / max(n, 1), c / max(n, 1)) for total, c in zip(totals, correct, strict=True)]

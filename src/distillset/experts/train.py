@@ -95,6 +95,31 @@ def _penalty(ecfg: ExpertsConfig) -> Callable[[torch.nn.Module, torch.Tensor], t
     return lambda m, xb: ecfg.grad_penalty * input_gradient_penalty(m, xb, ecfg.grad_penalty_norm)
 
 
+def new_history() -> dict[str, list[float]]:
+    """An expert's history before its first epoch: one list per recorded quantity."""
+    return {"train_loss": [], "train_acc": [], "val_acc": [], "seconds": [], "lr": []}
+
+
+def partial_tensors(
+    snapshots: list[torch.Tensor],
+    order_gen: torch.Generator,
+    aug_gen: torch.Generator,
+    momentum: torch.Tensor | None,
+    buffers: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The tensors of an expert's partial checkpoint (store.write_partial): its snapshots so far, its
+    generators' states, its momentum buffer (when the optimiser has one) and its model's buffers."""
+    tensors = {
+        "snapshots": torch.stack(snapshots),
+        "order_gen": order_gen.get_state(),
+        "aug_gen": aug_gen.get_state(),
+        **(buffers or {}),
+    }
+    if momentum is not None:
+        tensors["momentum"] = momentum
+    return tensors
+
+
 def expert_task(
     cfg: Config,
     data: PreparedData,
@@ -120,13 +145,7 @@ def expert_task(
     aug = DSA(data.dsa_strategy) if ecfg.dsa else None
 
     snapshots = [flat_params(model).cpu()]
-    history: dict[str, list[float]] = {
-        "train_loss": [],
-        "train_acc": [],
-        "val_acc": [],
-        "seconds": [],
-        "lr": [],
-    }
+    history = new_history()
     start_epoch = 0
     resumed = store.read_partial(i) if store is not None else None
     if resumed is not None:
@@ -179,15 +198,8 @@ def expert_task(
             )
         done = epoch + 1
         if store is not None and done < ecfg.train_epochs and done % ecfg.checkpoint_every == 0:
-            tensors = {
-                "snapshots": torch.stack(snapshots),
-                "order_gen": order_gen.get_state(),
-                "aug_gen": aug_gen.get_state(),
-                **{f"buffer.{n}": b for n, b in model.named_buffers()},
-            }
-            mom = _momentum_flat(opt, model)
-            if mom is not None:
-                tensors["momentum"] = mom
+            buffers = {f"buffer.{n}": b for n, b in model.named_buffers()}
+            tensors = partial_tensors(snapshots, order_gen, aug_gen, _momentum_flat(opt, model), buffers)
             store.write_partial(i, tensors, {"epoch": done, "history": history})
 
     return torch.stack(snapshots), history
@@ -237,29 +249,20 @@ def train_experts(
     shared = (cfg, data, store.root if cfg.executor.shared_storage else None, curriculum)
     groups = ensemble.plan(cfg, todo, probe, data.train_x.device)
     if any(len(g) > 1 for g in groups):  # groups trained together (experts/ensemble.py), one task each
+        fn, tasks = ensemble.group_task, [Task(f"experts-{'-'.join(map(str, g))}", (g,)) for g in groups]
 
         def commit(key: str, out: dict) -> None:  # each member on its own, as a single expert
             for i, result in out.items():
                 store.write_expert(i, *result)
 
-        executor_for(cfg.executor).map(
-            ensemble.group_task,
-            [Task(f"experts-{'-'.join(map(str, g))}", (g,)) for g in groups],
-            shared=shared,
-            desc="experts",
-            progress=progress,
-            device=cfg.device,
-            on_result=commit,
-        )
-        return store
-    # One task per expert; each finished expert is committed (shard, then manifest) as it arrives.
+    else:  # one task per expert
+        fn, tasks = expert_task, [Task(f"expert-{i}", (i,)) for i in todo]
+
+        def commit(key: str, out: tuple) -> None:
+            store.write_expert(int(key.rpartition("-")[2]), *out)
+
+    # Each finished expert is committed (shard, then manifest) as it arrives.
     executor_for(cfg.executor).map(
-        expert_task,
-        [Task(f"expert-{i}", (i,)) for i in todo],
-        shared=shared,
-        desc="experts",
-        progress=progress,
-        device=cfg.device,
-        on_result=lambda key, out: store.write_expert(int(key.rpartition("-")[2]), *out),
+        fn, tasks, shared=shared, desc="experts", progress=progress, device=cfg.device, on_result=commit
     )
     return store
