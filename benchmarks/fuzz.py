@@ -1,10 +1,11 @@
-"""A long run of the fuzz tests (tests/test_fuzz.py): N generated cases per target instead of the suite's
-default, each target in its own pytest process under a memory limit (a case that tries to allocate
-gigabytes fails with MemoryError instead of waking the machine's OOM killer).
+"""A long run of the fuzz tests (tests/test_fuzz.py, tests/test_fuzz_stored.py): N generated cases per
+target instead of the suite's default, each target in its own pytest process under a memory limit (a
+case that tries to allocate gigabytes fails with MemoryError instead of waking the machine's OOM killer).
 
-    python benchmarks/fuzz.py --examples 2000 [--targets idx,npz] [--memory-gb 4]
+    python benchmarks/fuzz.py --examples 2000 [--targets idx,npz] [--memory-gb 4] [--out fuzz.md]
 
-Writes benchmarks/results/fuzz.md: per target, the cases run and the share that loaded or were refused.
+Writes benchmarks/results/fuzz.md (or --out, under benchmarks/results/): per target, the cases run and
+the share that loaded or were refused.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ TARGETS = [
     "image_folders",
     "tinyimagenet",
 ]
+# the files distillset writes and reads back (tests/test_fuzz_stored.py)
+STORED = [
+    "artifact_manifests",
+    "artifact_headers",
+    "store_manifests",
+    "expert_shard_headers",
+    "checkpoint_headers",
+]
 
 
 def run_target(target: str, examples: int, memory_gb: float) -> tuple[bool, str]:
@@ -40,7 +49,8 @@ def run_target(target: str, examples: int, memory_gb: float) -> tuple[bool, str]
 
     env = {**os.environ, "DISTILLSET_FUZZ_EXAMPLES": str(examples), "PYTHONPATH": str(ROOT / "src")}
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics"]
-    argv += [str(ROOT / "tests" / "test_fuzz.py"), "-k", f"test_fuzz_{target}"]
+    file = "test_fuzz_stored.py" if target in STORED else "test_fuzz.py"
+    argv += [str(ROOT / "tests" / file), "-k", f"test_fuzz_{target}"]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, preexec_fn=limit, cwd=ROOT)
     return proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -56,8 +66,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2000, help="cases per target")
     parser.add_argument(
-        "--targets", default=",".join(TARGETS), help="comma-separated, of: " + ", ".join(TARGETS)
+        "--targets",
+        default=",".join(TARGETS + STORED),
+        help="comma-separated, of: " + ", ".join(TARGETS + STORED),
     )
+    parser.add_argument("--out", default="fuzz.md", help="the results file's name")
     parser.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit per target")
     args = parser.parse_args()
     rows, failed = [], []
@@ -71,7 +84,7 @@ def main() -> None:
             print(output[-4000:], file=sys.stderr)
     made = provenance(sys.argv)
     md = [
-        "# Fuzzing: configs and data files",
+        "# Fuzzing: configs, data files, and the files distillset writes and reads back",
         "",
         f"{args.examples} generated cases per target, derandomized; {describe(made)}.",
         "",
@@ -80,7 +93,7 @@ def main() -> None:
         *rows,
         "",
     ]
-    out = ROOT / "benchmarks" / "results" / "fuzz.md"
+    out = ROOT / "benchmarks" / "results" / args.out
     out.write_text("\n".join(md))
     print(f"written to {out}")
     sys.exit(1 if failed else 0)

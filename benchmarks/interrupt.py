@@ -3,11 +3,14 @@
 Two jobs cover every stage that writes to a run directory: PAD on digits (difficulty scores, curriculum
 experts, distillation with its validation checks, the evaluation and its baselines, the report) and D3 on
 digits (experts and distillation per sub-task, the merge, evaluation and report), both at tiny sizes. Each
-job first runs once uninterrupted (the reference, T seconds). Then, for each of `--points` kill points per
-job, a fresh run directory: the same command, killed with SIGKILL after a random time drawn from the
-point's own stratum of [lead, T) (lead = min(4 s, T / 4), the interpreter's start; the strata spread the
-points over all the stages), then the same command again, to the end, without being touched. The
-resumed run's results must equal the reference's bit for bit:
+job first runs once uninterrupted (the reference, T seconds), watched: its run directory is read every
+50 ms, and the moment each stage began is recorded. The kill points are then spread over the stages
+the reference went through (the interpreter's start aside): point k goes to stage k mod S, at a uniform
+random moment of that stage's window in the reference. For each point, a fresh run directory: the same
+command, killed with SIGKILL at that moment, then the same command again, to the end, without being
+touched. A killed run does not keep the reference's pace exactly, so the stage each kill landed in is
+read from the run directory as the kill left it and reported as such. The resumed run's results must
+equal the reference's bit for bit:
 
 - every tensor of every safetensors file (trajectory shards, score files, the artifacts, D3's sub-task
   results; checkpoints are transient and are not compared),
@@ -96,6 +99,37 @@ def run_to_end(job: str, out: Path, log: Path) -> float:
     if rc != 0:
         raise SystemExit(f"{job}: the run in {out} ended with status {rc}; see {log}")
     return time.perf_counter() - t
+
+
+def run_watched(job: str, out: Path, log: Path) -> tuple[float, list[tuple[str, float]]]:
+    """`run_to_end`, reading the run directory every 50 ms: the seconds it took and, in order, each
+    stage it went through with the moment that stage began."""
+    timeline: list[tuple[str, float]] = []
+    t = time.perf_counter()
+    with log.open("a") as f:
+        proc = subprocess.Popen(_command(job, out), stdout=f, stderr=subprocess.STDOUT, env=_env())
+        while proc.poll() is None:
+            stage = stage_of(out, job)
+            if not timeline or timeline[-1][0] != stage:
+                timeline.append((stage, time.perf_counter() - t))
+            time.sleep(0.05)
+    if proc.returncode != 0:
+        raise SystemExit(f"{job}: the run in {out} ended with status {proc.returncode}; see {log}")
+    return time.perf_counter() - t, timeline
+
+
+def kill_times(
+    timeline: list[tuple[str, float]], total: float, points: int, rng: random.Random
+) -> list[float]:
+    """`points` kill moments, spread round-robin over the stages after the start, each uniform over its
+    stage's window [began, next stage began)."""
+    ends = [t for _, t in timeline[1:]] + [total]
+    windows = [
+        (t0, t1) for (stage, t0), t1 in zip(timeline, ends, strict=True) if stage != "start" and t1 > t0
+    ]
+    if not windows:  # a run too quick to watch: the whole run after the first second
+        windows = [(min(1.0, total / 2), total)]
+    return [(lambda w: w[0] + (w[1] - w[0]) * rng.random())(windows[k % len(windows)]) for k in range(points)]
 
 
 def run_and_kill(job: str, out: Path, after: float, log: Path) -> bool:
@@ -204,12 +238,10 @@ def main() -> None:
         ref = work / f"{job}-reference"
         shutil.rmtree(ref, ignore_errors=True)
         log = work / f"{job}.log"
-        total = run_to_end(job, ref, log)
-        print(f"{job}: reference in {total:.1f} s", flush=True)
-        for k in range(args.points):
-            # Past the interpreter's start (imports, no files yet), then stratified over the rest.
-            lead = min(4.0, total / 4)
-            after = lead + (total - lead) * (k + rng.random()) / args.points
+        total, timeline = run_watched(job, ref, log)
+        stages = ", ".join(f"{stage} at {t:.1f} s" for stage, t in timeline)
+        print(f"{job}: reference in {total:.1f} s ({stages})", flush=True)
+        for k, after in enumerate(kill_times(timeline, total, args.points, rng)):
             out = work / f"{job}-{k:02d}"
             shutil.rmtree(out, ignore_errors=True)
             killed = run_and_kill(job, out, after, log)
@@ -235,7 +267,7 @@ def main() -> None:
             )
             if not diffs:  # a differing run directory is kept for a look
                 shutil.rmtree(out, ignore_errors=True)
-        rows.append({"job": job, "reference_seconds": total})
+        rows.append({"job": job, "reference_seconds": total, "timeline": timeline})
     points = [r for r in rows if "point" in r]
     summary = {
         "points": len(points),
@@ -268,7 +300,10 @@ def main() -> None:
                 f"{r['resume_seconds']:.1f} | {same} |"
             )
         else:
-            lines.append(f"| {r['job']} | reference | | | {r['reference_seconds']:.1f} | |")
+            began = "; ".join(f"{stage} {t:.1f}" for stage, t in r["timeline"])
+            lines.append(
+                f"| {r['job']} | reference | | stages began (s): {began} | {r['reference_seconds']:.1f} | |"
+            )
     write_text(args.out / "interrupt.md", "\n".join(lines) + "\n")
     print(f"wrote {args.out / 'interrupt.md'}")
     if summary["identical"] != summary["points"]:

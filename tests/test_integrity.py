@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, safe_open, save_file
 
 from distillset import integrity
 from distillset.cli import main
 from distillset.config import load_config
 from distillset.data.prepared import prepare
 from distillset.demo import QUICK
-from distillset.errors import CorruptFileError, DataError, InvalidValuesError
+from distillset.errors import CorruptFileError, DataError, InvalidValuesError, StoreError
 from distillset.experts import scores as scores_mod
 from distillset.experts import train as train_mod
 from distillset.experts.scores import KINDS, compute_scores
@@ -229,6 +229,39 @@ def test_a_corrupt_checkpoint_is_refused_and_an_old_one_resumes(tmp_path):
     meta = {"format": "distillset.distill-checkpoint/1", "state": json.dumps({"next_it": 3})}
     save_file(tensors, str(path), metadata=meta)  # written before checksums
     assert read_checkpoint(path)[1] == {"next_it": 3}
+
+
+def _edit_metadata(path: Path, **changes: str) -> None:
+    """Rewrite a safetensors file with its tensors as they are and some header metadata changed."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = {**(f.metadata() or {}), **changes}
+    save_file(load_file(str(path)), str(path), metadata=meta)
+
+
+def test_an_edited_header_is_refused_and_an_old_one_without_its_checksum_is_read(tmp_path, store):
+    path = tmp_path / "checkpoints" / "distill.safetensors"
+    write_checkpoint(path, {"images": torch.randn(4, 1, 8, 8)}, {"next_it": 3})
+    _edit_metadata(path, state=json.dumps({"next_it": 30}))  # the tensors' checksum still matches
+    with pytest.raises(CorruptFileError, match="its header's metadata does not match"):
+        read_checkpoint(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    del meta[integrity.METADATA_KEY]  # as written before the metadata had a checksum
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    assert read_checkpoint(path)[1] == {"next_it": 30}
+
+    shard = store.shard_path(0)
+    rows = json.loads(load_metadata(shard)[integrity.ROWS_KEY])
+    _edit_metadata(shard, **{integrity.ROWS_KEY: json.dumps(rows[::-1])})
+    with pytest.raises(CorruptFileError, match="its header's metadata does not match"):
+        store.snapshot(0, 1)
+    with pytest.raises(CorruptFileError, match="its header's metadata does not match"):
+        store.load(0)
+
+
+def load_metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
 
 
 def test_resuming_a_run_from_a_corrupt_checkpoint_stops_with_one_line(demo_runs, tmp_path, capsys):
@@ -536,3 +569,33 @@ def test_verify_reports_old_files_and_bad_values(store, artifact, tmp_path, caps
     (tmp_path / "empty").mkdir()
     code, out = cli(capsys, "verify", str(tmp_path / "empty"))
     assert code == 2 and "nothing to verify" in error_line(out.err)
+
+
+def _not_utf8(path: Path) -> None:
+    """Replace a JSON file's text with bytes that are not UTF-8 (a half-copied or mis-encoded file)."""
+    path.write_bytes(b'{"format": "\xff\xfe\xfa"}')
+
+
+def test_a_manifest_that_is_not_utf8_is_refused_with_one_line(store, artifact, demo_runs, tmp_path, capsys):
+    _not_utf8(artifact / "manifest.json")
+    with pytest.raises(CorruptFileError, match="not UTF-8 text"):
+        DistilledSet.load(artifact)
+    code, out = cli(capsys, "evaluate", str(artifact))
+    assert code == 2 and str(artifact / "manifest.json") in error_line(out.err)
+    code, out = cli(capsys, "verify", str(artifact))
+    assert code == 2 and str(artifact / "manifest.json") in error_line(out.err)
+
+    _not_utf8(store.manifest_path)
+    with pytest.raises(StoreError, match="not UTF-8 text"):
+        TrajectoryStore(store.root)
+    code, out = cli(capsys, "verify", str(store.root))
+    assert code == 2 and str(store.manifest_path) in error_line(out.err)
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_runs / "datm-ipc1", run)
+    (run / "evaluation.json").write_bytes(b"\x80{}")
+    code, out = cli(capsys, "compare", str(run), str(run), "--out", str(tmp_path / "cmp"))
+    assert code == 2 and "evaluation.json is unreadable (not UTF-8 text" in error_line(out.err)
+    code, out = cli(capsys, "report", str(run))
+    assert code == 0, out.err  # the report shows what it can and says what it could not read
+    assert "not UTF-8 text" in (run / "report" / "index.html").read_text()

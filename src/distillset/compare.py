@@ -22,7 +22,7 @@ import yaml
 
 from .baseline import CORESET_METHODS
 from .errors import StoreError
-from .utils import atomic_write, write_json, write_text
+from .utils import atomic_write, read_json, write_json, write_text
 
 CORESET_NAMES = {"herding": "herding", "kcenter": "k-center"}
 
@@ -109,7 +109,7 @@ class Entry:
 
 def _read_json(path: Path, what: str) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except (OSError, json.JSONDecodeError) as e:
         raise StoreError(f"{path} is unreadable ({e}); make the {what} again.") from e
     if not isinstance(data, dict):
@@ -166,7 +166,7 @@ def load_entry(path: Path) -> tuple[Path, dict, dict]:
         manifest = _read_json(path / "distilled" / "manifest.json", "artifact")
     elif (path / "config.yaml").exists():  # no artifact at hand: the dataset from the config
         try:
-            cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+            cfg = yaml.safe_load((path / "config.yaml").read_text(errors="replace")) or {}
             manifest = {"dataset": {"name": (cfg.get("data") or {}).get("name")}}
         except (yaml.YAMLError, AttributeError):
             manifest = {}

@@ -25,8 +25,20 @@ class FileError(StoreError):
     (`problem`) and what to do (`fix`), printed as one line."""
 
     def __init__(self, path: object, problem: str, fix: str):
-        self.path, self.problem, self.fix = path, problem, fix
-        super().__init__(f"{path}: {problem}; {fix}")
+        self.path, self.problem, self.fix = path, one_line(problem), fix
+        super().__init__(one_line(f"{path}: {problem}; {fix}"))
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped (a newline as \\n): what a file holds can reach a
+    message (a tensor's name, a library's complaint about a header), and a message is one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def short_repr(value: object, limit: int = 40) -> str:
+    """A value as a one-line message shows it: its repr, cut at `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class CorruptFileError(FileError):

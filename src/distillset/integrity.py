@@ -6,11 +6,13 @@ dtype, its shape and its raw bytes as stored (little-endian): `"sha256:" + 64 he
 safetensors file distillset writes (expert shards and their partial checkpoints, score files, the
 distillation checkpoint, artifacts, samples) carries it in its header metadata under `checksum`; an
 expert shard also carries one per snapshot (`checksum_rows`: the SHA-256 of each row's bytes), so that
-reading one snapshot checks the bytes it reads and no others. A reader verifies before it uses the
-tensors and stops with one line naming the file and what to do; a file written before checksums were
-(no `checksum` key) is read without a check. SHA-256 hashes about 1.8 GB/s on one core of a CPU with SHA
-instructions, the NaN/Inf scan about 20 GB/s (`benchmarks/checksum_cost.py` measures what a read costs
-with and without the checks).
+reading one snapshot checks the bytes it reads and no others. The rest of the header's metadata (a
+checkpoint's state, a score file's identity, the per-snapshot checksums) has its own SHA-256, under
+`checksum_metadata`, over the other entries as JSON with sorted keys. A reader verifies before it uses
+the tensors and stops with one line naming the file and what to do; a file written before checksums
+were (no `checksum` key, or no `checksum_metadata`) is read without that check. SHA-256 hashes about
+1.8 GB/s on one core of a CPU with SHA instructions, the NaN/Inf scan about 20 GB/s
+(`benchmarks/checksum_cost.py` measures what a read costs with and without the checks).
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from .utils import atomic_write, read_json
 ALGORITHM = "sha256"
 CHECKSUM_KEY = "checksum"
 ROWS_KEY = "checksum_rows"
+METADATA_KEY = "checksum_metadata"
 MISMATCH = "corrupt (its tensors do not match the checksum written with them)"
+METADATA_MISMATCH = "corrupt (its header's metadata does not match the checksum written with it)"
 OLDER = "no checksum (written by an older version)"
 
 # -- checksums -----------------------------------------------------------------------------------
@@ -56,6 +60,14 @@ def checksum(tensors: Mapping[str, Tensor]) -> str:
     return f"{ALGORITHM}:{h.hexdigest()}"
 
 
+def metadata_checksum(metadata: Mapping[str, str]) -> str:
+    """`sha256:<hex>` over the header metadata other than the two tensor-checksum-free keys: every entry
+    but `checksum` (which covers the tensors) and `checksum_metadata` (this one), as sorted-key JSON."""
+    rest = {k: v for k, v in metadata.items() if k not in (CHECKSUM_KEY, METADATA_KEY)}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"))
+    return f"{ALGORITHM}:{hashlib.sha256(text.encode('utf-8', errors='surrogatepass')).hexdigest()}"
+
+
 def row_checksum(row: Tensor) -> str:
     """The SHA-256 of one row's raw bytes (hex)."""
     return hashlib.sha256(_raw(row)).hexdigest()
@@ -73,6 +85,7 @@ def save(
     meta[CHECKSUM_KEY] = checksum(tensors)
     if rows is not None:
         meta[ROWS_KEY] = json.dumps([row_checksum(r) for r in tensors[rows]])
+    meta[METADATA_KEY] = metadata_checksum(meta)
     atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
 
 
@@ -87,7 +100,14 @@ def check_checksum(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[
         raise CorruptFileError(path, known, "upgrade distillset, or " + fix)
     if checksum(tensors) != stored:
         raise CorruptFileError(path, MISMATCH, fix)
+    check_metadata(path, metadata, fix)
     return True
+
+
+def check_metadata(path: Path, metadata: Mapping[str, str], fix: str) -> None:
+    """Stop when the header's metadata does not match its own checksum (no check when it has none)."""
+    if METADATA_KEY in metadata and metadata_checksum(metadata) != metadata[METADATA_KEY]:
+        raise CorruptFileError(path, METADATA_MISMATCH, fix)
 
 
 def row_checksums(path: Path, metadata: Mapping[str, str], rows: int, fix: str) -> list[str] | None:

@@ -303,7 +303,7 @@ def read_run(run: Path) -> Run:
         )
     out = Run(run)
     if (run / "config.yaml").exists():
-        out.config_text = (run / "config.yaml").read_text()
+        out.config_text = (run / "config.yaml").read_text(errors="replace")
         try:
             loaded = yaml.safe_load(out.config_text)
             out.config = loaded if isinstance(loaded, dict) else None
@@ -322,7 +322,7 @@ def read_run(run: Path) -> Run:
             out.problems[attr] = why
     if (run / "evaluation.json").exists():
         try:
-            out.evaluation = json.loads((run / "evaluation.json").read_text())
+            out.evaluation = read_json(run / "evaluation.json")
         except (OSError, json.JSONDecodeError) as e:
             out.problems["evaluation"] = f"evaluation.json is unreadable ({e})"
     else:

@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import Tensor
 
 from . import integrity
-from .errors import StoreError
+from .errors import CorruptFileError, StoreError
 from .utils import write_text
 
 CHECKPOINT = "distill.safetensors"
@@ -38,13 +38,19 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict] | None:
         raise StoreError(
             f"{path} is not a distillset distillation checkpoint; delete it or use another --out."
         )
-    return tensors, json.loads(meta["state"])
+    try:
+        state = json.loads(meta["state"])
+    except (KeyError, json.JSONDecodeError):
+        state = None
+    if not isinstance(state, dict):
+        raise CorruptFileError(path, "corrupt (its header holds no readable state)", CHECKPOINT_FIX)
+    return tensors, state
 
 
 def read_metrics(path: Path) -> list[dict]:
     """The records of a metrics log, in order; a line cut short by an interruption is left out."""
     records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -59,7 +65,7 @@ def trim_metrics(path: Path, next_it: int) -> None:
     if not path.exists():
         return
     keep = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:

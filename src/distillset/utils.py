@@ -149,7 +149,16 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON in `path`. Bytes that are not UTF-8 raise json.JSONDecodeError like any other bad text,
+    so a caller that catches one catches both (OSError when the file cannot be read)."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise json.JSONDecodeError(
+            f"not UTF-8 text (byte {e.start} is {raw[e.start]:#04x})", "", e.start
+        ) from e
+    return json.loads(text)
 
 
 LOCK = ".lock"

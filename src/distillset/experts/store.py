@@ -25,7 +25,8 @@ from safetensors.torch import safe_open
 from torch import Tensor
 
 from .. import integrity
-from ..errors import CorruptFileError, StoreError
+from ..errors import CorruptFileError, InvalidValuesError, StoreError
+from ..errors import short_repr as _short
 from ..identity import mismatch
 from ..utils import read_json, write_json
 
@@ -36,6 +37,18 @@ RETRAIN = (
 )
 SHARD_FIX = f"delete it and {RETRAIN}"
 PARTIAL_FIX = "delete it: the expert in training then starts again from its first epoch"
+MANIFEST_FIX = "delete the experts directory and train again"
+HISTORY = ("train_loss", "train_acc", "val_acc", "seconds", "lr")  # per-epoch lists in each record
+
+
+def _count(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _numbers(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    )
 
 
 class TrajectoryStore:
@@ -55,8 +68,36 @@ class TrajectoryStore:
             raise StoreError(
                 f"{self.manifest_path} is unreadable ({e}); delete the experts directory and train again."
             ) from e
-        if self.manifest.get("format") != FORMAT:
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
             raise StoreError(f"{self.manifest_path} is not a distillset trajectory store ({FORMAT}).")
+        self._check_manifest()
+
+    def _check_manifest(self) -> None:
+        """Stop at the first field the readers use that has the wrong type or an impossible value (a hand
+        edit, a file of another program): one line naming the field."""
+        m, fix = self.manifest, MANIFEST_FIX
+
+        def bad(what: str) -> InvalidValuesError:
+            return InvalidValuesError(self.manifest_path, what, fix)
+
+        identity, experts = m.get("identity"), m.get("experts")
+        if not isinstance(identity, dict) or not isinstance(identity.get("experts"), dict):
+            raise bad("its identity is not a mapping with the experts' settings")
+        if identity["experts"].get("dtype") not in DTYPES:
+            dtype = _short(identity["experts"].get("dtype"))
+            raise bad(f"its experts' dtype is {dtype}, not one of {sorted(DTYPES)}")
+        if not _count(m.get("num_params"), 1):
+            raise bad(f"its num_params is {_short(m.get('num_params'))}, not a positive count")
+        if "train_epochs" in m and not _count(m["train_epochs"], 0):
+            raise bad(f"its train_epochs is {_short(m['train_epochs'])}, not a count of epochs")
+        if not isinstance(experts, dict):
+            raise bad(f"its experts are {_short(experts)}, not a mapping of expert records")
+        for key, record in experts.items():
+            if not (key.isdecimal() and key.isascii()) or not isinstance(record, dict):
+                raise bad(f"its expert {_short(key)} is not a numbered expert record")
+            for name in HISTORY:
+                if name in record and not _numbers(record[name]):
+                    raise bad(f"expert {key}'s {name} is {_short(record[name])}, not a list of numbers")
 
     @classmethod
     def open_or_create(cls, root: str | Path, identity: dict, info: dict) -> TrajectoryStore:
@@ -112,7 +153,7 @@ class TrajectoryStore:
 
     def summary(self) -> str:
         """One line for people: how many experts, where, and their final validation accuracy."""
-        last = [self.record(i)["val_acc"][-1] for i in self.completed]
+        last = [self.record(i)["val_acc"][-1] for i in self.completed if self.record(i).get("val_acc")]
         if not last:
             return f"no experts in {self.root}"
         span = f"{100 * last[0]:.1f}%" if len(last) == 1 else f"{100 * min(last):.1f}-{100 * max(last):.1f}%"
@@ -219,6 +260,7 @@ class TrajectoryStore:
             raise CorruptFileError(path, f"unreadable ({e})", SHARD_FIX) from e
         if verify:
             self._check_layout(path, row.dtype, shape)
+            integrity.check_metadata(path, metadata, SHARD_FIX)
             rows = integrity.row_checksums(path, metadata, shape[0], SHARD_FIX)
             integrity.check_row(path, row, rows[epoch] if rows else None, f"snapshot {epoch}", SHARD_FIX)
             integrity.check_finite(path, f"snapshot {epoch}", row, SHARD_FIX, unit="parameter")

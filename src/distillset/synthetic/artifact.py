@@ -24,6 +24,7 @@ from ..utils import read_json
 from .latent_artifact import (
     ARTIFACT_FIX,
     LatentSet,
+    check_fields,
     check_lr,
     check_manifest,
     image_storage,
@@ -174,6 +175,7 @@ def load_artifact(directory: str | Path) -> tuple[DistilledSet | LatentSet, bool
     checked = integrity.CHECKSUM_KEY in metadata
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise StoreError(f"{directory} is not a {FORMAT} artifact.")
+    check_fields(directory, manifest)
     if manifest.get("kind") == LatentSet.kind:
         return LatentSet.from_files(directory, manifest, t), checked
     if "images" not in t or "lr" not in t:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .. import __version__, integrity
 from ..errors import InvalidValuesError, StoreError
+from ..errors import short_repr as _short
 from ..utils import generator, write_json
 from .decoders import Decoder, DecoderSpec
 
@@ -87,6 +88,39 @@ def check_manifest(directory: Path, manifest: dict, found: dict[str, tuple[objec
                 f"it says {key} {stored!r} but synthetic.safetensors holds {held} (the two files are not of "
                 "one artifact)",
                 ARTIFACT_FIX,
+            )
+
+
+# the manifest fields a reader uses, and what each must be (a field an older artifact lacks is not checked)
+FIELD_TYPES: dict[str, tuple[type, str]] = {
+    "method": (str, "a name"),
+    "dataset": (dict, "a mapping"),
+    "class_names": (list, "a list of names"),
+    "preprocessing": (dict, "a mapping"),
+    "split": (dict, "a mapping"),
+    "config": (dict, "a mapping"),
+    "distill": (dict, "a mapping"),
+    "storage": (dict, "a mapping"),
+    "image_shape": (list, "a list of sizes"),
+}
+
+
+def check_fields(directory: Path, manifest: dict) -> None:
+    """Stop when a field the readers use has the wrong type (a hand edit, another program's file)."""
+    mpath = directory / "manifest.json"
+    for key, (kind, what) in FIELD_TYPES.items():
+        if key in manifest and not isinstance(manifest[key], kind):
+            raise InvalidValuesError(mpath, f"its {key} is {_short(manifest[key])}, not {what}", ARTIFACT_FIX)
+    if not all(isinstance(n, str) for n in manifest.get("class_names", [])):
+        raise InvalidValuesError(mpath, "its class_names are not all names (strings)", ARTIFACT_FIX)
+    name = manifest.get("dataset", {}).get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidValuesError(mpath, f"its dataset.name is {_short(name)}, not a name", ARTIFACT_FIX)
+    for key in ("ipc", "lpc", "num_images", "num_priors"):
+        value = manifest.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InvalidValuesError(
+                mpath, f"its {key} is {_short(value)}, not a positive count", ARTIFACT_FIX
             )
 
 
