@@ -5,11 +5,12 @@ experts, distillation with its validation checks, the evaluation and its baselin
 digits (experts and distillation per sub-task, the merge, evaluation and report), both at tiny sizes. Each
 job first runs once uninterrupted (the reference, T seconds), watched: its run directory is read every
 50 ms, and the moment each stage began is recorded. The kill points are then spread over the stages
-the reference went through (the interpreter's start aside): point k goes to stage k mod S, at a uniform
-random moment of that stage's window in the reference. For each point, a fresh run directory: the same
-command, killed with SIGKILL at that moment, then the same command again, to the end, without being
-touched. A killed run does not keep the reference's pace exactly, so the stage each kill landed in is
-read from the run directory as the kill left it and reported as such. The resumed run's results must
+the reference went through (the interpreter's start aside): point k goes to stage k mod S, a delay drawn
+uniformly over that stage's length in the reference. For each point, a fresh run directory: the same
+command, watched the same way and killed with SIGKILL that delay after it reached its stage (timed from
+the stage, not from the start, because a run's pace varies), then the same command again, to the end,
+without being touched. The stage each kill landed in is read from the run directory as the kill left
+it and reported beside the stage aimed at. The resumed run's results must
 equal the reference's bit for bit:
 
 - every tensor of every safetensors file (trajectory shards, score files, the artifacts, D3's sub-task
@@ -45,15 +46,16 @@ from distillset.utils import write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
 
+# Small, but each stage long enough (a second or more) for kill points to land inside it.
 COMMON = [
     "model.width=16",
-    "distill.iterations=8",
-    "distill.eval_every=4",
+    "distill.iterations=40",
+    "distill.eval_every=10",
     "distill.eval_epochs=5",
-    "distill.checkpoint_every=2",
+    "distill.checkpoint_every=5",
     "eval.runs=2",
-    "eval.epochs=10",
-    "eval.val_every=5",
+    "eval.epochs=60",
+    "eval.val_every=20",
 ]
 JOBS: dict[str, list[str]] = {
     "pad": [
@@ -64,8 +66,8 @@ JOBS: dict[str, list[str]] = {
         "experts.add_end_epoch=2",
         "experts.rm_epoch_first=3",
         "experts.rm_epoch_second=4",
-        "scores.num_models=2",
-        "scores.epochs=3",
+        "scores.num_models=4",
+        "scores.epochs=6",
         "distill.syn_steps=4",
         "distill.max_start_epoch=3",
         "distill.current_max_start_epoch=2",
@@ -118,31 +120,41 @@ def run_watched(job: str, out: Path, log: Path) -> tuple[float, list[tuple[str, 
     return time.perf_counter() - t, timeline
 
 
-def kill_times(
+def kill_plan(
     timeline: list[tuple[str, float]], total: float, points: int, rng: random.Random
-) -> list[float]:
-    """`points` kill moments, spread round-robin over the stages after the start, each uniform over its
-    stage's window [began, next stage began)."""
+) -> list[tuple[str, float]]:
+    """`points` kill points, spread round-robin over the stages after the start: (stage, delay), the
+    delay uniform over that stage's length in the reference."""
     ends = [t for _, t in timeline[1:]] + [total]
-    windows = [
-        (t0, t1) for (stage, t0), t1 in zip(timeline, ends, strict=True) if stage != "start" and t1 > t0
-    ]
-    if not windows:  # a run too quick to watch: the whole run after the first second
-        windows = [(min(1.0, total / 2), total)]
-    return [(lambda w: w[0] + (w[1] - w[0]) * rng.random())(windows[k % len(windows)]) for k in range(points)]
+    windows = [(stage, t1 - t0) for (stage, t0), t1 in zip(timeline, ends, strict=True) if stage != "start"]
+    if not windows:  # a run too quick to watch: anywhere after the start
+        windows = [("start", total)]
+    chosen = [windows[k % len(windows)] for k in range(points)]
+    return [(stage, length * rng.random()) for stage, length in chosen]
 
 
-def run_and_kill(job: str, out: Path, after: float, log: Path) -> bool:
-    """Start the run and SIGKILL it after `after` seconds; False when it ended before that."""
+def run_and_kill(job: str, out: Path, stage: str, delay: float, order: list[str], log: Path) -> float | None:
+    """Start the run, and SIGKILL it `delay` seconds after it reached `stage` (or a stage after it, in
+    the reference's `order`), reading its directory every 20 ms: the seconds it had run when killed,
+    None when it ended first. Timing the kill from the stage, not from the start, keeps the point
+    inside its stage although a run's pace varies."""
+    target = order.index(stage)
+    t0 = time.perf_counter()
     with log.open("a") as f:
         proc = subprocess.Popen(_command(job, out), stdout=f, stderr=subprocess.STDOUT, env=_env())
-        try:
-            proc.wait(timeout=after)
-            return False
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return True
+        reached = None
+        while proc.poll() is None:
+            now = time.perf_counter()
+            if reached is None:
+                current = stage_of(out, job)
+                if current in order and order.index(current) >= target:
+                    reached = now
+            if reached is not None and now - reached >= delay:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return now - t0
+            time.sleep(0.02)
+    return None
 
 
 def stage_of(out: Path, job: str) -> str:
@@ -159,8 +171,8 @@ def stage_of(out: Path, job: str) -> str:
     if (out / "checkpoints").exists():
         return "distillation"
     experts = out / "experts"
-    if experts.exists() and any(experts.iterdir()):
-        return "experts"
+    if experts.exists() and any(p.suffix == ".safetensors" for p in experts.iterdir()):
+        return "experts"  # (its manifest is written first, before PAD's scores)
     if (out / "scores").exists():
         return "scores"
     return "start"
@@ -241,10 +253,12 @@ def main() -> None:
         total, timeline = run_watched(job, ref, log)
         stages = ", ".join(f"{stage} at {t:.1f} s" for stage, t in timeline)
         print(f"{job}: reference in {total:.1f} s ({stages})", flush=True)
-        for k, after in enumerate(kill_times(timeline, total, args.points, rng)):
+        order = [stage for stage, _ in timeline]
+        for k, (aim, delay) in enumerate(kill_plan(timeline, total, args.points, rng)):
             out = work / f"{job}-{k:02d}"
             shutil.rmtree(out, ignore_errors=True)
-            killed = run_and_kill(job, out, after, log)
+            after = run_and_kill(job, out, aim, delay, order, log)
+            killed = after is not None
             stage = stage_of(out, job) if killed else "finished before the kill"
             resume_seconds = run_to_end(job, out, log)
             diffs = compare(ref, out)
@@ -252,6 +266,8 @@ def main() -> None:
                 {
                     "job": job,
                     "point": k,
+                    "aimed_at": aim,
+                    "delay_seconds": delay,
                     "kill_after_seconds": after,
                     "killed": killed,
                     "stage": stage,
@@ -262,7 +278,8 @@ def main() -> None:
             )
             verdict = "identical" if not diffs else "DIFFERENT: " + "; ".join(diffs)
             print(
-                f"  kill at {after:5.1f} s ({stage}): resumed in {resume_seconds:.1f} s, {verdict}",
+                f"  aimed at {aim} + {delay:.2f} s, killed at {after or 0:5.1f} s ({stage}): resumed in "
+                f"{resume_seconds:.1f} s, {verdict}",
                 flush=True,
             )
             if not diffs:  # a differing run directory is kept for a look
@@ -289,14 +306,15 @@ def main() -> None:
         "Compared: every tensor of every safetensors file outside `checkpoints/`, `evaluation.json` without "
         "its seconds, and the run directory's file names.",
         "",
-        "| job | point | killed after s | stage | resumed in s | identical |",
-        "|---|---:|---:|---|---:|---|",
+        "| job | point | aimed at (stage + s) | killed after s | stage it left | resumed in s | identical |",
+        "|---|---:|---|---:|---|---:|---|",
     ]
     for r in rows:
         if "point" in r:
             same = "yes" if r["identical"] else "**no**: " + "; ".join(r["differences"])
             lines.append(
-                f"| {r['job']} | {r['point']} | {r['kill_after_seconds']:.1f} | {r['stage']} | "
+                f"| {r['job']} | {r['point']} | {r['aimed_at']} + {r['delay_seconds']:.2f} | "
+                f"{r['kill_after_seconds'] or 0:.1f} | {r['stage']} | "
                 f"{r['resume_seconds']:.1f} | {same} |"
             )
         else:

@@ -16,7 +16,7 @@ from distillset.cli import main
 from distillset.errors import StoreError
 from distillset.experts.scores import compute_scores
 from distillset.experts.train import train_experts
-from distillset.utils import LOCK, directory_lock
+from distillset.utils import LOCK, atomic_write, atomic_write_dir, directory_lock
 
 FORK = mp.get_context("fork")  # the child inherits the imports: no second start of torch
 
@@ -72,6 +72,40 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
     with directory_lock(tmp_path, "experts"):
         assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
     assert not (tmp_path / LOCK).exists()
+
+
+def _write_forever(directory: str, ready) -> None:  # noqa: ANN001
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        ready.set()
+        time.sleep(60)
+
+    def write_dir(tmp: Path) -> None:
+        (tmp / "part").write_bytes(b"half")
+        atomic_write(Path(directory) / "sub" / "shard.safetensors", write)
+
+    with directory_lock(directory, "experts"):
+        atomic_write_dir(Path(directory) / "distilled", write_dir)
+
+
+def test_temporaries_of_a_writer_killed_mid_write_are_removed_by_the_next_holder(tmp_path):
+    ready = FORK.Event()
+    proc = FORK.Process(target=_write_forever, args=(str(tmp_path), ready))
+    proc.start()
+    assert ready.wait(30)
+    proc.kill()  # SIGKILL inside both atomic writes: their temporaries stay
+    proc.join(30)
+    left = sorted(p.name for p in tmp_path.rglob("*.tmp"))
+    assert len(left) == 2 and all(name.startswith((".distilled.", ".shard.safetensors.")) for name in left)
+    # another owner's directory (a lock of its own) and a lock's own temporary are not this holder's
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / LOCK).write_text(json.dumps({"pid": 0}))
+    (tmp_path / "store" / ".shard.safetensors.abcdefgh.tmp").write_bytes(b"theirs")
+    (tmp_path / f"{LOCK}.abcdefgh.tmp").write_bytes(b"{}")
+    (tmp_path / "sub" / "kept.tmp").write_bytes(b"not a temporary: no leading dot")
+    with directory_lock(tmp_path, "experts"):
+        left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.tmp"))
+    assert left == [f"{LOCK}.abcdefgh.tmp", "store/.shard.safetensors.abcdefgh.tmp", "sub/kept.tmp"]
 
 
 def test_a_pid_reused_by_another_process_is_not_the_owner(tmp_path):

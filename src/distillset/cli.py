@@ -255,7 +255,8 @@ def evaluate(
         if root:
             extra.append(f"data.root={root}")
         # where the artifact was made (its executor) does not follow it: the default unless overridden
-        made = {k: v for k, v in art.meta["config"].items() if k != "executor"}
+        # (an artifact without a config is refused by the evaluation, which needs its data section)
+        made = {k: v for k, v in (art.meta.get("config") or {}).items() if k != "executor"}
         cfg = validate(apply_overrides(made, extra))
         report = run_eval(art, cfg, artifact_path=artifact, progress=not as_json or sys.stderr.isatty())
         if save:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .baseline import CORESET_METHODS, coreset_features, coreset_indices
-from .config import Config, DataConfig, EvalConfig
+from .config import Config, DataConfig, EvalConfig, validate
 from .data.augment import DSA
 from .data.prepared import PreparedData, prepare
 from .ensemble import MAX_MEMBERS, Member, Stacked, pays, train_epoch_together
@@ -369,12 +369,16 @@ def group_tasks(
 def data_config_of(meta: dict, root: str | None = None) -> DataConfig:
     """The data section that rebuilds an artifact's dataset and splits from its manifest `meta`
     (optionally from another root)."""
-    if "config" not in meta:
-        raise StoreError("the artifact's manifest has no config section; it was not made by distillset.")
-    data = dict(meta["config"]["data"])
+    section = (meta.get("config") or {}).get("data")
+    if not isinstance(section, dict):
+        raise StoreError("the artifact's manifest has no config.data section; it was not made by distillset.")
+    data = dict(section)
     if root is not None:
         data["root"] = root
-    return DataConfig.model_validate(data)
+    try:
+        return validate({"data": data}).data
+    except ConfigError as e:
+        raise StoreError(f"the artifact's manifest has a bad config section: {e}") from e
 
 
 def check_same_data(art: DistilledSet, data: PreparedData) -> None:

@@ -62,7 +62,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, sync it to disk, then rename it over `path`.
 
     A reader never sees a half-written file, and an interrupted write (or a full disk) leaves the old
-    file intact and no temporary file behind.
+    file intact and no temporary file behind; one killed outright (SIGKILL, power loss) may leave its
+    temporary file, which the next `directory_lock` of the directory removes (`sweep_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,6 +297,7 @@ def directory_lock(directory: str | Path, stage: str) -> Iterator[None]:
     if stages is None:
         _acquire(path, owner)
         _HELD[key] = stages = []
+        sweep_temporaries(directory)
     else:
         os.replace(_write_lock_file(directory, owner), path)
     stages.append(stage)
@@ -312,6 +314,30 @@ def directory_lock(directory: str | Path, stage: str) -> Iterator[None]:
                 path.unlink(missing_ok=True)
             if created and not any(directory.iterdir()):
                 directory.rmdir()  # a stage that stopped before writing anything leaves no directory
+
+
+def _temporary(name: str) -> bool:
+    """Whether `name` is one of `atomic_write`'s or `atomic_write_dir`'s temporaries (`.NAME.XXXXXXXX.tmp`);
+    a lock's own temporaries (`.lock.XXXXXXXX.tmp`) belong to whoever is taking the lock and are left."""
+    return name.startswith(".") and name.endswith(".tmp") and not name.startswith(f"{LOCK}.")
+
+
+def sweep_temporaries(directory: str | Path) -> list[Path]:
+    """Remove the temporaries that writers killed mid-write left under `directory` (which the caller
+    holds locked, so no writer of its own is alive); returns what was removed. A subdirectory with a
+    lock of its own is another owner's and is left to that lock's next holder."""
+    removed: list[Path] = []
+    for folder, dirs, files in os.walk(directory):
+        here = Path(folder)
+        for name in [d for d in dirs if _temporary(d)]:
+            shutil.rmtree(here / name, ignore_errors=True)
+            removed.append(here / name)
+        dirs[:] = [d for d in dirs if not _temporary(d) and not (here / d / LOCK).exists()]
+        for name in files:
+            if _temporary(name):
+                (here / name).unlink(missing_ok=True)
+                removed.append(here / name)
+    return removed
 
 
 def locks(argument: str, stage: str) -> Callable[[Callable[..., T]], Callable[..., T]]:

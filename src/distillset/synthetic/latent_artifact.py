@@ -126,9 +126,9 @@ def check_fields(directory: Path, manifest: dict) -> None:
 
 def num_classes_of(directory: Path, manifest: dict) -> int | None:
     """The manifest's class count, checked against its class names (None when it records none)."""
-    c = manifest.get("num_classes")
-    if c is None:
+    if "num_classes" not in manifest:
         return None
+    c = manifest["num_classes"]
     mpath = directory / "manifest.json"
     if not isinstance(c, int) or isinstance(c, bool) or c < 1:
         raise InvalidValuesError(mpath, f"num_classes is {c!r}, not a positive count", ARTIFACT_FIX)
@@ -348,6 +348,14 @@ class LatentSet:
             raise StoreError(
                 f"the distributional artifact in {directory} is incomplete ({e}); make it again."
             ) from e
+        tpath = directory / "synthetic.safetensors"
+        held = {n.split(".", 1)[0] for n in t if n.startswith("block")}
+        if not blocks or held != {f"block{k}" for k in range(len(blocks))}:
+            raise InvalidValuesError(
+                directory / "manifest.json",
+                f"it lists {len(blocks)} blocks but synthetic.safetensors holds {len(held)}",
+                ARTIFACT_FIX,
+            )
         _check_blocks(directory, spec, lpc, blocks)
         for b in blocks:
             b["alpha"] = float(b["alpha"])
@@ -366,7 +374,10 @@ class LatentSet:
             "storage",
         }
         meta = {k: v for k, v in manifest.items() if k not in derived}
-        art = cls(spec, blocks, lpc, t.get("soft_labels"), meta)
+        try:
+            art = cls(spec, blocks, lpc, t.get("soft_labels"), meta)
+        except ValueError as e:  # soft labels for another number of priors
+            raise InvalidValuesError(tpath, str(e).rstrip("."), ARTIFACT_FIX) from e
         _check_labels(directory, manifest, art, t)
         return art
 
