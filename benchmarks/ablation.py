@@ -278,12 +278,13 @@ def main(
     default_variants: list[str],
     run_dataset: Callable[[str, Path, list[int], list[str], bool], list[dict]],
     markdown: Callable[[list[dict]], str],
+    datasets: str = "digits,fashion-mnist",
 ) -> None:
     """The command line of an ablation benchmark: run (or, with --cached, tabulate) the grid and write
     `benchmarks/results/<name>.{json,md}`."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("runs") / name.replace("_", "-"))
-    parser.add_argument("--datasets", default="digits,fashion-mnist")
+    parser.add_argument("--datasets", default=datasets)
     parser.add_argument("--ipcs", default="1,10")
     parser.add_argument("--variants", default=",".join(default_variants), help=f"of {', '.join(variants)}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")

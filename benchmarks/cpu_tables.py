@@ -1,0 +1,260 @@
+"""Every method of the library at IPC 1 and 10 on digits, MNIST and Fashion-MNIST, beside the random real
+subset with the same recipe (and, for a soft-label set, random real images with the same soft labels)
+and the published tables; and the measured ablations of what moves the numbers at this scale.
+
+Cells: `<method>` (the `<method>-<dataset>` preset with the dataset's SETTINGS) and `<method>+<ablation>`
+(the same with the overrides of one ABLATIONS entry on top). Each cell distils into
+`ROOT/<dataset>/<variant>-<ipc>/` and is evaluated there with our protocol (5 fresh networks,
+checkpoints chosen on validation), with its own random-real baseline: the recipes of the methods differ
+(the learned lr, soft labels), so one baseline per cell keeps each comparison honest. Cells whose experts
+are trained the same way share one store (`ROOT/<dataset>/experts-<hash>`). The time shown is the cell's
+whole cost on this machine: its experts' training (the store's recorded epochs, shared or not), the
+difficulty scores, distillation and evaluation.
+
+Every cell resumes and a finished evaluation is reused (work made by other library code is refused: see
+`ablation.py`). Writes `benchmarks/results/cpu_tables.{json,md}`.
+
+    python benchmarks/cpu_tables.py --root runs/cpu-tables                       # every cell
+    python benchmarks/cpu_tables.py --datasets mnist --ipcs 1 --variants mtt,datm
+    python benchmarks/cpu_tables.py --datasets fashion-mnist --ipcs 1 --variants datm,datm+fast-experts
+    python benchmarks/cpu_tables.py --cached --stale-rows benchmarks/results/cpu_tables.json   # tabulate
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ablation import CHOSEN_AT, made_by_lines, main, pct, run_grid, stale_mark
+
+from distillset.config import Config, load_config
+from distillset.identity import settings
+
+METHODS = ["mtt", "datm", "pad", "ast", "dc", "dsa", "dm", "d3"]
+TRAJECTORY = {"mtt", "datm", "pad", "ast"}
+# name -> (what it changes, overrides); applied on top of a trajectory-matching method's cell
+ABLATIONS = {
+    "fast-experts": ("experts' lr 0.01 -> 0.03", ["experts.lr_teacher=0.03"]),
+    "5-experts": ("3 -> 5 experts", ["experts.num_experts=5"]),
+    "full-data": ("experts and real pool on the full training set", ["data.train_limit=null"]),
+    "width-64": ("ConvNet-32 -> ConvNet-64", ["model.width=64"]),
+    "syn-40": ("syn_steps 20 -> 40", ["distill.syn_steps=40"]),
+    "hard-labels": ("no learned soft labels", ["distill.soft_label=false"]),
+    "real-init": ("real (random) init instead of correctly classified", ["distill.init=real"]),
+    "representative-init": ("representative init", ["distill.init=representative"]),
+    "zca": ("ZCA whitening", ["data.zca=true"]),
+    "eval-1000": ("evaluation 300 -> 1000 epochs", ["eval.epochs=1000", "eval.val_every=100"]),
+}
+VARIANTS = [*METHODS, *(f"{m}+{a}" for m in sorted(TRAJECTORY) for a in ABLATIONS)]
+MATCHING = [  # the settings of benchmarks/matching_tables.py for DC, DSA and DM
+    "model.width=32",
+    "distill.batch_real=64",
+    "data.train_limit=10000",
+    "eval.dsa=true",
+    "eval.val_every=50",
+    "scores.num_models=2",
+    "scores.epochs=4",
+]
+# dataset -> overrides for every cell of the dataset
+SETTINGS = {
+    "digits": [],
+    "mnist": ["experts.num_experts=3", "eval.epochs=300", "eval.val_every=50"],
+    "fashion-mnist": ["experts.num_experts=3", "eval.epochs=300", "eval.val_every=50"],
+}
+# (method, ipc) -> iterations (CPU-sized; the authors run thousands)
+ITERATIONS = {
+    ("mtt", 1): 300,
+    ("datm", 1): 300,
+    ("pad", 1): 300,
+    ("ast", 1): 300,
+    ("mtt", 10): 150,
+    ("datm", 10): 150,
+    ("pad", 10): 150,
+    ("ast", 10): 150,
+    ("dc", 1): 100,
+    ("dsa", 1): 100,
+    ("dm", 1): 400,
+    ("dc", 10): 4,
+    ("dsa", 10): 4,
+    ("dm", 10): 200,
+    ("d3", 1): 200,
+    ("d3", 10): 200,
+}
+# ANCHORS.md: ConvNet-128 on the full data, IPC 1 / 10; (c) confirmed, (r) as commonly quoted
+PUBLISHED = {
+    "mnist": {
+        "random": "64.9 / 95.1 (r)",
+        "dc": "91.7 / 97.4 (c)",
+        "dsa": "88.7 / 97.8 (c)",
+        "dm": "89.7 / 97.5 (r)",
+        "mtt": "91.4 / 97.3 (r)",
+        "idc": "94.2 / 98.4 (c)",
+    },
+    "fashion-mnist": {
+        "random": "51.4 / 73.8 (r)",
+        "dc": "70.5 / 82.3 (c)",
+        "dsa": "70.6 / 84.6 (c)",
+        "dm": "70.7 / 83.5 (r)",
+        "mtt": "75.1 / 87.2 (r)",
+        "idc": "81.0 / 86.0 (c)",
+    },
+}
+TARGETS = {  # issue 18: (IPC 1, IPC 10)
+    "mnist": (94.0, 98.4),
+    "fashion-mnist": (78.0, 87.0),
+}
+
+
+def variant_parts(variant: str) -> tuple[str, str | None]:
+    method, _, ablation = variant.partition("+")
+    return method, ablation or None
+
+
+def cell_config(dataset: str, variant: str, ipc: int) -> Config:
+    method, ablation = variant_parts(variant)
+    its = ITERATIONS[method, ipc]
+    overrides = [*SETTINGS[dataset]]
+    if method not in TRAJECTORY | {"d3"} and dataset != "digits":
+        overrides += MATCHING
+    overrides += [f"data.ipc={ipc}", f"distill.iterations={its}"]
+    if method not in TRAJECTORY | {"d3"}:
+        overrides += [f"distill.eval_every={max(1, its // 4)}"]
+        overrides += [f"distill.checkpoint_every={max(1, its // 8)}"]
+    if method == "d3" and ipc == 10:
+        overrides += ["d3.lpc=250", "d3.mmd_samples=500"]  # about 10 IPC-equivalents; 2 draws per prior
+    if ablation is not None:
+        overrides += ABLATIONS[ablation][1]
+    return load_config(f"{method}-{dataset}", overrides)
+
+
+def labelled(cfg: Config, root: Path) -> Config:
+    """`cfg` whose soft-label random baseline is labelled by the cell's own experts (kept apart from the
+    run directory, in the shared store)."""
+    if cfg.method not in TRAJECTORY:
+        return cfg
+    where = str((root / experts_name(cfg)).resolve())
+    return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"label_experts": where})})
+
+
+def experts_name(cfg: Config) -> str:
+    """One store per way of training experts: the cells that train them alike share it."""
+    key = {
+        "experts": settings(cfg.experts),
+        "model": cfg.model.model_dump(mode="json"),
+        "data": cfg.data.model_dump(mode="json", exclude={"ipc"}),
+        "scores": cfg.scores.model_dump(mode="json") if cfg.experts.curriculum else None,
+        "seed": cfg.seed,
+    }
+    return "experts-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def experts_seconds(store: Path, num_experts: int) -> float:
+    """The training time the store recorded for the first `num_experts` experts (0 without a store)."""
+    manifest = store / "manifest.json"
+    if not manifest.exists():
+        return 0.0
+    records = json.loads(manifest.read_text())["experts"]
+    return sum(sum(records[str(i)].get("seconds", [])) for i in range(num_experts) if str(i) in records)
+
+
+def run_dataset(
+    name: str, root: Path, ipcs: list[int], variants: list[str], cached: bool = False
+) -> list[dict]:
+    rows = []
+    for variant in variants:  # each cell trains its own baseline: the recipes differ
+        rows += run_grid(
+            name,
+            root,
+            ipcs,
+            [variant],
+            lambda v, ipc: labelled(cell_config(name, v, ipc), root),
+            experts_name,
+            lambda cfg: {"method": cfg.method},
+            baseline_variant=variant,
+            cached=cached,
+        )
+    for r in rows:
+        run = root / f"{r['variant']}-{r['ipc']}"
+        cfg = cell_config(name, r["variant"], r["ipc"])
+        report = json.loads((run / "evaluation.json").read_text())
+        soft = report.get("soft_random_baseline", {}).get("convnet")
+        r["soft_random"] = [soft["mean"], soft["std"]] if soft else None
+        seconds = dict(r.get("seconds") or {})
+        if r["method"] in TRAJECTORY:
+            seconds["experts"] = round(experts_seconds(root / experts_name(cfg), cfg.experts.num_experts), 1)
+        r["seconds"] = seconds
+        r["minutes"] = round(sum(v for v in seconds.values() if isinstance(v, (int, float))) / 60, 1)
+        r["ablation"] = variant_parts(r["variant"])[1]
+    return rows
+
+
+def published(dataset: str, method: str, ipc: int) -> str:
+    text = PUBLISHED.get(dataset, {}).get(method)
+    if text is None:
+        return ""
+    numbers, _, mark = text.partition(" (")
+    return f"{numbers.split(' / ')[0 if ipc == 1 else 1]} ({mark}"
+
+
+def target_mark(row: dict) -> str:
+    target = TARGETS.get(row["dataset"])
+    if target is None or row["distilled"] is None:
+        return ""
+    goal = target[0 if row["ipc"] == 1 else 1]
+    return f"{goal} {'met' if 100 * row['distilled'][0] >= goal else 'missed'}"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "# Every method on the CPU datasets, beside random real and the published tables",
+        "",
+        "Test accuracy (%) of fresh ConvNets trained on the distilled set, mean +- std over 5 networks,",
+        "checkpoints chosen on validation; beside it, trained with the same recipe, a random real subset",
+        "of the same IPC (a fresh subset per network) and, for a soft-label set, random real images with",
+        "the same kind of soft labels. `minutes`: the cell's whole cost on two CPU cores (its experts'",
+        "training, scores, distillation, evaluation). Published: ConvNet-128 on the full data with the",
+        "authors' iterations; (c) confirmed, (r) as commonly quoted. Produced by `benchmarks/cpu_tables.py`.",
+        "",
+        "| dataset | cell | IPC | iterations | chosen at | distilled | random real "
+        "| random, same soft labels | published | target | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in (r for r in rows if r["ablation"] is None):
+        lines.append(_row(r))
+    ablations = [r for r in rows if r["ablation"] is not None]
+    if ablations:
+        lines += [
+            "",
+            "## Ablations",
+            "",
+            "Each is its method's cell with one change; the difference is against that cell.",
+            "",
+            "| dataset | cell | change | IPC | distilled | vs the method's cell | random real | minutes |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        base = {(r["dataset"], r["variant"], r["ipc"]): r for r in rows}
+        for r in ablations:
+            ref = base.get((r["dataset"], r["method"], r["ipc"]))
+            delta = "n/a"
+            if ref and ref["distilled"] and r["distilled"]:
+                delta = f"{100 * (r['distilled'][0] - ref['distilled'][0]):+.2f}"
+            lines.append(
+                f"| {r['dataset']} | {r['variant']}{stale_mark(r)} | {ABLATIONS[r['ablation']][0]} | "
+                f"{r['ipc']} | {pct(r['distilled'])} | {delta} | {pct(r['random'])} | {r['minutes']} |"
+            )
+    lines += ["", CHOSEN_AT, ""]
+    return "\n".join([*lines, *made_by_lines(rows)]) + "\n"
+
+
+def _row(r: dict) -> str:
+    return (
+        f"| {r['dataset']} | {r['variant']}{stale_mark(r)} | {r['ipc']} | {r['iterations']} | "
+        f"{r['chosen_iteration']} | {pct(r['distilled'])} | {pct(r['random'])} | "
+        f"{pct(r.get('soft_random'), '')} | {published(r['dataset'], r['method'], r['ipc'])} | "
+        f"{target_mark(r)} | {r['minutes']} |"
+    )
+
+
+if __name__ == "__main__":
+    main(__doc__, "cpu_tables", VARIANTS, METHODS, run_dataset, markdown, "digits,mnist,fashion-mnist")

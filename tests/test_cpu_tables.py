@@ -1,0 +1,54 @@
+"""benchmarks/cpu_tables.py: every cell's config loads, stores are shared exactly where experts are trained
+alike, and a tiny grid runs end to end into rows with their baselines, time and table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import cpu_tables  # noqa: E402
+
+from distillset.demo import QUICK  # noqa: E402
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion-mnist"])
+def test_every_cell_has_a_valid_config(dataset):
+    for variant in cpu_tables.VARIANTS:
+        for ipc in (1, 10):
+            cfg = cpu_tables.cell_config(dataset, variant, ipc)
+            assert cfg.data.name == dataset and cfg.method == cpu_tables.variant_parts(variant)[0]
+            if cfg.method != "d3":
+                assert cfg.data.ipc == ipc
+
+
+def test_cells_share_a_store_exactly_when_their_experts_are_trained_alike():
+    name = cpu_tables.experts_name
+    cell = cpu_tables.cell_config
+    assert name(cell("mnist", "mtt", 1)) == name(cell("mnist", "datm", 10))
+    assert name(cell("mnist", "datm", 1)) == name(cell("mnist", "datm+syn-40", 1))  # distillation only
+    assert name(cell("mnist", "mtt", 1)) != name(cell("mnist", "mtt+fast-experts", 1))
+    assert name(cell("mnist", "mtt", 1)) != name(cell("fashion-mnist", "mtt", 1))
+    assert name(cell("mnist", "mtt", 1)) != name(cell("mnist", "ast", 1))  # smooth experts
+
+
+def test_a_tiny_grid_runs_into_rows_with_baselines_time_and_a_table(tmp_path, monkeypatch):
+    monkeypatch.setitem(cpu_tables.SETTINGS, "digits", QUICK)
+    monkeypatch.setitem(cpu_tables.ITERATIONS, ("datm", 1), 2)
+    monkeypatch.setitem(cpu_tables.ITERATIONS, ("dm", 1), 2)
+    rows = cpu_tables.run_dataset("digits", tmp_path / "digits", [1], ["datm", "dm", "datm+hard-labels"])
+    by = {r["variant"]: r for r in rows}
+    assert set(by) == {"datm", "dm", "datm+hard-labels"}
+    for r in rows:
+        assert r["random"] is not None and r["distilled"] is not None and r["minutes"] >= 0
+    assert by["datm"]["soft_random"] is not None  # soft labels: the soft-label random baseline too
+    assert by["datm+hard-labels"]["soft_random"] is None and by["dm"]["soft_random"] is None
+    assert by["datm"]["seconds"]["experts"] > 0 and by["dm"]["seconds"]["experts"] == 0  # DM needs none
+    table = cpu_tables.markdown(rows)
+    assert "| digits | datm | 1 | 2 |" in table and "## Ablations" in table
+    assert "no learned soft labels" in table
+    # a second call reuses every finished cell: nothing is trained again
+    again = cpu_tables.run_dataset("digits", tmp_path / "digits", [1], ["datm"])
+    assert again[0]["distilled"] == by["datm"]["distilled"]
