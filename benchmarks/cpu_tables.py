@@ -40,6 +40,7 @@ ABLATIONS = {
     "full-data": ("experts and real pool on the full training set", ["data.train_limit=null"]),
     "width-64": ("ConvNet-32 -> ConvNet-64", ["model.width=64"]),
     "syn-40": ("syn_steps 20 -> 40", ["distill.syn_steps=40"]),
+    "1000-iterations": ("1000 iterations", ["distill.iterations=1000"]),
     "hard-labels": ("no learned soft labels", ["distill.soft_label=false"]),
     "real-init": ("real (random) init instead of correctly classified", ["distill.init=real"]),
     "representative-init": ("representative init", ["distill.init=representative"]),
