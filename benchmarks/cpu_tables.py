@@ -41,6 +41,7 @@ ABLATIONS = {
     "width-64": ("ConvNet-32 -> ConvNet-64", ["model.width=64"]),
     "syn-40": ("syn_steps 20 -> 40", ["distill.syn_steps=40"]),
     "1000-iterations": ("1000 iterations", ["distill.iterations=1000"]),
+    "syn-40-1000": ("syn_steps 40 and 1000 iterations", ["distill.syn_steps=40", "distill.iterations=1000"]),
     "hard-labels": ("no learned soft labels", ["distill.soft_label=false"]),
     "real-init": ("real (random) init instead of correctly classified", ["distill.init=real"]),
     "representative-init": ("representative init", ["distill.init=representative"]),
