@@ -26,6 +26,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import matching_tables
 from ablation import CHOSEN_AT, made_by_lines, main, pct, run_grid, stale_mark
 
 from distillset.config import Config, load_config
@@ -49,55 +50,26 @@ ABLATIONS = {
     "eval-1000": ("evaluation 300 -> 1000 epochs", ["eval.epochs=1000", "eval.val_every=100"]),
 }
 VARIANTS = [*METHODS, *(f"{m}+{a}" for m in sorted(TRAJECTORY) for a in ABLATIONS)]
-MATCHING = [  # the settings of benchmarks/matching_tables.py for DC, DSA and DM
-    "model.width=32",
-    "distill.batch_real=64",
-    "data.train_limit=10000",
-    "eval.dsa=true",
-    "eval.val_every=50",
-    "scores.num_models=2",
-    "scores.epochs=4",
-]
+MATCHING = matching_tables.SETTINGS  # DC, DSA and DM as in benchmarks/matching_tables.py
 # dataset -> overrides for every cell of the dataset
 SETTINGS = {
     "digits": [],
     "mnist": ["experts.num_experts=3", "eval.epochs=300", "eval.val_every=50"],
     "fashion-mnist": ["experts.num_experts=3", "eval.epochs=300", "eval.val_every=50"],
 }
-# (method, ipc) -> iterations (CPU-sized; the authors run thousands)
+# (method, ipc) -> iterations (CPU-sized; the authors run thousands); DC, DSA and DM as matching_tables
 ITERATIONS = {
-    ("mtt", 1): 300,
-    ("datm", 1): 300,
-    ("pad", 1): 300,
-    ("ast", 1): 300,
-    ("mtt", 10): 150,
-    ("datm", 10): 150,
-    ("pad", 10): 150,
-    ("ast", 10): 150,
-    ("dc", 1): 100,
-    ("dsa", 1): 100,
-    ("dm", 1): 400,
-    ("dc", 10): 4,
-    ("dsa", 10): 4,
-    ("dm", 10): 200,
+    **matching_tables.ITERATIONS,
+    **{(m, 1): 300 for m in TRAJECTORY},
+    **{(m, 10): 150 for m in TRAJECTORY},
     ("d3", 1): 200,
     ("d3", 10): 200,
 }
 # ANCHORS.md: ConvNet-128 on the full data, IPC 1 / 10; (c) confirmed, (r) as commonly quoted
 PUBLISHED = {
-    "mnist": {
-        "random": "64.9 / 95.1 (r)",
-        "dc": "91.7 / 97.4 (c)",
-        "dsa": "88.7 / 97.8 (c)",
-        "dm": "89.7 / 97.5 (r)",
-        "mtt": "91.4 / 97.3 (r)",
-        "idc": "94.2 / 98.4 (c)",
-    },
+    "mnist": {**matching_tables.PUBLISHED["mnist"], "mtt": "91.4 / 97.3 (r)", "idc": "94.2 / 98.4 (c)"},
     "fashion-mnist": {
-        "random": "51.4 / 73.8 (r)",
-        "dc": "70.5 / 82.3 (c)",
-        "dsa": "70.6 / 84.6 (c)",
-        "dm": "70.7 / 83.5 (r)",
+        **matching_tables.PUBLISHED["fashion-mnist"],
         "mtt": "75.1 / 87.2 (r)",
         "idc": "81.0 / 86.0 (c)",
     },
@@ -193,10 +165,7 @@ def run_dataset(
 
 def published(dataset: str, method: str, ipc: int) -> str:
     text = PUBLISHED.get(dataset, {}).get(method)
-    if text is None:
-        return ""
-    numbers, _, mark = text.partition(" (")
-    return f"{numbers.split(' / ')[0 if ipc == 1 else 1]} ({mark}"
+    return "" if text is None else matching_tables.published(text, ipc)
 
 
 def target_mark(row: dict) -> str:
