@@ -34,7 +34,8 @@ from distillset.identity import settings
 
 METHODS = ["mtt", "datm", "pad", "ast", "dc", "dsa", "dm", "d3"]
 TRAJECTORY = {"mtt", "datm", "pad", "ast"}
-# name -> (what it changes, overrides); applied on top of a trajectory-matching method's cell
+# name -> (what it changes, overrides); applied on top of a method's cell (a trajectory-matching one
+# unless ABLATION_METHODS names others)
 ABLATIONS = {
     "fast-experts": ("experts' lr 0.01 -> 0.03", ["experts.lr_teacher=0.03"]),
     "5-experts": ("3 -> 5 experts", ["experts.num_experts=5"]),
@@ -43,13 +44,32 @@ ABLATIONS = {
     "syn-40": ("syn_steps 20 -> 40", ["distill.syn_steps=40"]),
     "1000-iterations": ("1000 iterations", ["distill.iterations=1000"]),
     "syn-40-1000": ("syn_steps 40 and 1000 iterations", ["distill.syn_steps=40", "distill.iterations=1000"]),
+    "syn-40-1000-5": (
+        "syn_steps 40, 1000 iterations and 5 experts",
+        ["distill.syn_steps=40", "distill.iterations=1000", "experts.num_experts=5"],
+    ),
+    "syn-80": ("syn_steps 20 -> 80", ["distill.syn_steps=80"]),
+    "start-2": ("max_start_epoch 10 -> 2 (the authors' IPC 1 window)", ["distill.max_start_epoch=2"]),
+    "lr-img-1000": ("lr_img 100 -> 1000", ["distill.lr_img=1000"]),
     "hard-labels": ("no learned soft labels", ["distill.soft_label=false"]),
     "real-init": ("real (random) init instead of correctly classified", ["distill.init=real"]),
     "representative-init": ("representative init", ["distill.init=representative"]),
     "zca": ("ZCA whitening", ["data.zca=true"]),
     "eval-1000": ("evaluation 300 -> 1000 epochs", ["eval.epochs=1000", "eval.val_every=100"]),
+    "4000-iterations": (
+        "4000 iterations",
+        ["distill.iterations=4000", "distill.eval_every=500", "distill.checkpoint_every=250"],
+    ),
 }
-VARIANTS = [*METHODS, *(f"{m}+{a}" for m in sorted(TRAJECTORY) for a in ABLATIONS)]
+ABLATION_METHODS = {
+    "width-64": {*TRAJECTORY, "dc", "dsa", "dm"},
+    "eval-1000": {*TRAJECTORY, "dc", "dsa", "dm"},
+    "4000-iterations": {"dm"},  # DM's iterations are cheap; its authors run 20,000
+}
+VARIANTS = [
+    *METHODS,
+    *(f"{m}+{a}" for m in METHODS for a in ABLATIONS if m in ABLATION_METHODS.get(a, TRAJECTORY)),
+]
 MATCHING = matching_tables.SETTINGS  # DC, DSA and DM as in benchmarks/matching_tables.py
 # dataset -> overrides for every cell of the dataset
 SETTINGS = {
