@@ -145,7 +145,12 @@ def run_grid(
 def cell_summary(run: Path, report: dict) -> dict:
     """The numbers every ablation row shows: accuracy, the chosen iteration, skipped updates, lr, time
     (accuracy, iteration and lr are None for a run whose loss diverged)."""
-    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logs = (
+        [run / "metrics.jsonl"]
+        if (run / "metrics.jsonl").exists()
+        else sorted(run.glob("subtasks/*/metrics.jsonl"))
+    )
+    log = [json.loads(line) for path in logs for line in path.read_text().splitlines()]
     if "diverged" in report:
         return {
             "chosen_iteration": None,
@@ -159,13 +164,21 @@ def cell_summary(run: Path, report: dict) -> dict:
     res = report["results"]["convnet"]
     meta = json.loads((run / "distilled" / "manifest.json").read_text())["distill"]
     return {
-        "chosen_iteration": meta["best_iteration"],
+        "chosen_iteration": chosen_iteration(meta),
         "skipped": sum(1 for r in log if r.get("skipped")),
         "distilled": [res["mean"], res["std"]],
         "runs": res["runs"],
         "lr": report["lr"]["distilled"],
         "seconds": report.get("seconds"),
     }
+
+
+def chosen_iteration(meta: dict) -> int | str:
+    """The iteration validation chose; a D3 set distilled in sub-tasks has one per sub-task."""
+    if "best_iteration" in meta:
+        return meta["best_iteration"]
+    chosen = [t["best_iteration"] for t in meta["subtasks"]]
+    return chosen[0] if len(set(chosen)) == 1 else "/".join(map(str, chosen))
 
 
 def baseline_of(report: dict) -> list[float] | None:

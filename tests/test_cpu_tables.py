@@ -3,6 +3,7 @@ alike, and a tiny grid runs end to end into rows with their baselines, time and 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -52,3 +53,23 @@ def test_a_tiny_grid_runs_into_rows_with_baselines_time_and_a_table(tmp_path, mo
     # a second call reuses every finished cell: nothing is trained again
     again = cpu_tables.run_dataset("digits", tmp_path / "digits", [1], ["datm"])
     assert again[0]["distilled"] == by["datm"]["distilled"]
+
+
+def test_a_d3_cell_is_summarised_from_its_sub_tasks_logs(tmp_path):
+    import ablation
+
+    run = tmp_path / "d3-1"
+    for i, skipped in enumerate([[False, True], [True]]):
+        (run / "subtasks" / str(i)).mkdir(parents=True)
+        lines = [json.dumps({"iteration": k, "skipped": s}) for k, s in enumerate(skipped)]
+        (run / "subtasks" / str(i) / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (run / "distilled").mkdir()
+    subtasks = [{"block": 0, "best_iteration": 200}, {"block": 1, "best_iteration": 150}]
+    manifest = {"distill": {"selection": "validation, per sub-task", "subtasks": subtasks}}
+    (run / "distilled" / "manifest.json").write_text(json.dumps(manifest))
+    report = {"results": {"convnet": {"mean": 0.5, "std": 0.02, "runs": [0.5]}}, "lr": {"distilled": None}}
+    row = ablation.cell_summary(run, report)
+    assert row["skipped"] == 2 and row["chosen_iteration"] == "200/150" and row["distilled"] == [0.5, 0.02]
+    subtasks[1]["best_iteration"] = 200
+    (run / "distilled" / "manifest.json").write_text(json.dumps(manifest))
+    assert ablation.cell_summary(run, report)["chosen_iteration"] == 200
