@@ -219,7 +219,7 @@ def markdown(rows: list[dict]) -> str:
             "",
             "## Ablations",
             "",
-            "Each is its method's cell with one change; the difference is against that cell.",
+            "Each is its method's cell with the changes named; the difference is against that cell.",
             "",
             "| dataset | cell | change | IPC | distilled | vs the method's cell | random real | minutes |",
             "|---|---|---|---|---|---|---|---|",
