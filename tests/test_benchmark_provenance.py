@@ -34,6 +34,40 @@ def test_the_code_hash_follows_the_source_files(tmp_path):
     assert code_hash(tmp_path) != before
 
 
+def test_the_code_hash_ignores_docstrings_comments_and_layout_but_not_code_or_strings(tmp_path):
+    def hashed(py: str, yml: str = "a: 1\nb: [2, 3]\n") -> str:
+        (tmp_path / "m.py").write_text(py)
+        (tmp_path / "p.yaml").write_text(yml)
+        return code_hash(tmp_path)
+
+    base = hashed(
+        '"""Module doc."""\n\nX = 1  # one\n\n\ndef f(a):\n    """Doc\n    on two lines, ± 1."""\n'
+        '    s = """a\n\n  b  \n"""\n    return a + X  # plus\n'
+    )
+    same = [
+        hashed(
+            '"""Another module doc,\nlonger."""\nX = 1\n# a comment line\ndef f(a):   \n'
+            '    """Other doc."""\n    s = """a\n\n  b  \n"""\n    return a + X\n'
+        ),
+        hashed(
+            '"""Module doc."""\n\nX = 1  # one\n\n\ndef f(a):\n    """Doc\n    on two lines, ± 1."""\n'
+            '    s = """a\n\n  b  \n"""\n    return a + X  # plus\n',
+            "# a comment\nb: [2, 3]\na: 1\n",
+        ),
+    ]
+    assert same == [base, base]
+    different = [
+        hashed('X = 1\ndef f(a):\n    s = """a\n\n  b  \n"""\n    return a - X\n'),  # the code
+        hashed('X = 1\ndef f(a):\n    s = """a\n  b  \n"""\n    return a + X\n'),  # a string's lines
+        hashed('X = 1\ndef f(a):\n    s = """a\n\n  b\n"""\n    return a + X\n'),  # its spaces
+        hashed('X = 1\ndef f(a):\n    s = """a\n\n  b  \n"""\n    return a + X\n', "a: 1\nb: [3, 2]\n"),
+        hashed('X = 1\ndef f(a):\n    s = "#"\n    return a + X\n'),  # a hash sign in a string is code
+        hashed('X = 1\ndef f(a):\n    s = "# other"\n    return a + X\n'),
+    ]
+    assert base not in different and len(set(different)) == len(different)
+    assert hashed("def broken(:\n") != hashed("def broken( :\n")  # unparsable: its bytes
+
+
 def test_a_benchmark_root_made_by_other_code_is_refused_or_shown_stale(tmp_path):
     root = tmp_path / "digits"
     assert ablation.claim_root(root, cached=False) == ablation.current()  # new: claimed for this code

@@ -2,36 +2,87 @@
 
 Every benchmark results file records it, and a benchmark that finds earlier work in its run directory
 compares the code hash before it reuses anything: a result made by other library code is recomputed or
-shown as stale, never tabulated as if it were current. The hash covers the package's source files only
-(not the docs, the tests or the benchmark scripts), so a commit that changes nothing the results depend
-on keeps earlier work valid.
+shown as stale, never tabulated as if it were current. The hash covers what the package's source files
+do (not their docstrings, comments or layout, nor the docs, the tests or the benchmark scripts), so a
+commit that changes nothing the results depend on keeps earlier work valid.
 """
 
 from __future__ import annotations
 
+import ast
 import datetime
 import hashlib
+import io
+import json
 import platform
 import shlex
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import torch
+import yaml
 
 PACKAGE = Path(__file__).resolve().parent
 SOURCE_SUFFIXES = (".py", ".yaml")
 
 
 def code_hash(root: Path = PACKAGE) -> str:
-    """A digest of every source file of the package (relative path and bytes), 16 hex digits."""
+    """A digest of what every source file of the package does (relative path and `behaviour`), 16 hex
+    digits: editing a docstring, a comment or the layout keeps it, so earlier results stay valid."""
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in SOURCE_SUFFIXES):
         if "__pycache__" in path.parts:
             continue
         h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
+        h.update(behaviour(path) + b"\0")
     return h.hexdigest()[:16]
+
+
+def behaviour(path: Path) -> bytes:
+    """A source file without what only documents it: a Python file's lines without its docstrings,
+    comments, blank lines and trailing spaces; a YAML file's parsed content. A file that does not parse
+    counts as its bytes. The same on every Python version (it uses line and column positions only)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+        if path.suffix == ".yaml":
+            return json.dumps(yaml.safe_load(text), sort_keys=True, default=str).encode()
+        return _without_docs(text).encode()
+    except (UnicodeDecodeError, SyntaxError, tokenize.TokenError, yaml.YAMLError, IndentationError):
+        return raw
+
+
+def _without_docs(source: str) -> str:
+    lines = source.splitlines()
+    encoded = [line.encode() for line in lines]  # ast's columns count UTF-8 bytes
+    scopes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    drop: set[int] = set()  # 0-based lines wholly taken by a docstring
+    for node in ast.walk(ast.parse(source)):
+        first = node.body[0] if isinstance(node, scopes) and node.body else None
+        if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)):
+            continue
+        if not isinstance(first.value.value, str) or first.end_lineno is None:
+            continue
+        start, end = first.lineno - 1, first.end_lineno - 1
+        before, after = encoded[start][: first.col_offset], encoded[end][first.end_col_offset or 0 :]
+        if not before.strip() and not after.strip():
+            drop.update(range(start, end + 1))
+    cut: dict[int, int] = {}  # 0-based line -> the column its comment starts at
+    inside: set[int] = set()  # the lines a multi-line string continues on: kept as they are
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            cut[tok.start[0] - 1] = tok.start[1]
+        elif tok.end[0] > tok.start[0]:
+            inside.update(range(tok.start[0], tok.end[0]))
+    kept = []
+    for n, line in enumerate(lines):
+        if n in inside and n not in drop:
+            kept.append(line)
+        elif n not in drop and line[: cut.get(n, len(line))].strip():
+            kept.append(line[: cut.get(n, len(line))].rstrip())
+    return "\n".join(kept)
 
 
 def _git(*args: str, cwd: Path) -> str | None:
