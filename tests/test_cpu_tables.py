@@ -12,7 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import cpu_tables  # noqa: E402
 
-from distillset.demo import QUICK  # noqa: E402
+from distillset.config import load_config  # noqa: E402
+from distillset.demo import DEMO, DEMO_IPC, QUICK  # noqa: E402
 
 
 @pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion-mnist"])
@@ -35,8 +36,20 @@ def test_cells_share_a_store_exactly_when_their_experts_are_trained_alike():
     assert name(cell("mnist", "mtt", 1)) != name(cell("mnist", "ast", 1))  # smooth experts
 
 
+def test_digits_datm_cells_are_the_demos_and_mnist_trajectory_cells_keep_syn_steps_20():
+    for ipc in (1, 10):
+        cell = cpu_tables.cell_config("digits", "datm", ipc)
+        shown = load_config("datm-digits", [*DEMO, *DEMO_IPC[ipc], f"data.ipc={ipc}"])
+        assert cell.distill == shown.distill and cell.experts == shown.experts and cell.eval == shown.eval
+    assert cpu_tables.cell_config("digits", "mtt", 1).experts.lr_teacher == 0.01  # the preset's
+    assert load_config("mtt-mnist").distill.syn_steps == 40
+    assert cpu_tables.cell_config("mnist", "mtt", 1).distill.syn_steps == 20
+    assert cpu_tables.cell_config("mnist", "mtt+syn-40", 1).distill.syn_steps == 40
+
+
 def test_a_tiny_grid_runs_into_rows_with_baselines_time_and_a_table(tmp_path, monkeypatch):
     monkeypatch.setitem(cpu_tables.SETTINGS, "digits", QUICK)
+    monkeypatch.setattr(cpu_tables, "CELL_RECIPES", {})  # the demo's iterations, not these
     monkeypatch.setitem(cpu_tables.ITERATIONS, ("datm", 1), 2)
     monkeypatch.setitem(cpu_tables.ITERATIONS, ("dm", 1), 2)
     rows = cpu_tables.run_dataset("digits", tmp_path / "digits", [1], ["datm", "dm", "datm+hard-labels"])
