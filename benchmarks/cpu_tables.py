@@ -78,13 +78,14 @@ SETTINGS = {
     "mnist": ["experts.num_experts=3", "eval.epochs=300", "eval.val_every=50"],
     "fashion-mnist": ["experts.num_experts=3", "eval.epochs=300", "eval.val_every=50"],
 }
-# dataset -> the trajectory methods' base cell where the preset asks more: `mtt-mnist` runs syn_steps 40
-# and 1000 iterations with 5 experts (the `mtt+syn-40-1000-5` cell); the table's cell, and the ablations
-# against it, stay at syn_steps 20
-BASE_TRAJECTORY = {"mnist": ["distill.syn_steps=20"]}
-# (dataset, method) -> ipc -> overrides on top of the cell's (its iterations too): DATM on digits is
-# `make demo`'s, datm-digits with the demo's experts (lr 0.03), checks and iterations
-CELL_RECIPES = {("digits", "datm"): {ipc: [*demo.DEMO, *demo.DEMO_IPC[ipc]] for ipc in (1, 10)}}
+# (dataset, method) -> ipc -> overrides on top of the cell's (its iterations too). MNIST's trajectory
+# cells stay at syn_steps 20, the reference of their ablations, where `mtt-mnist` runs 40 (with 1000
+# iterations and 5 experts: the `mtt+syn-40-1000-5` cell). DATM on digits is `make demo`'s: datm-digits
+# with the demo's experts (lr 0.03), checks and iterations.
+CELL_RECIPES = {
+    **{("mnist", m): {ipc: ["distill.syn_steps=20"] for ipc in (1, 10)} for m in TRAJECTORY},
+    ("digits", "datm"): {ipc: [*demo.DEMO, *demo.DEMO_IPC[ipc]] for ipc in (1, 10)},
+}
 # (method, ipc) -> iterations (CPU-sized; the authors run thousands); DC, DSA and DM as matching_tables
 ITERATIONS = {
     **matching_tables.ITERATIONS,
@@ -120,8 +121,6 @@ def cell_config(dataset: str, variant: str, ipc: int) -> Config:
     if method not in TRAJECTORY | {"d3"} and dataset != "digits":
         overrides += MATCHING
     overrides += [f"data.ipc={ipc}", f"distill.iterations={its}"]
-    if method in TRAJECTORY:
-        overrides += BASE_TRAJECTORY.get(dataset, [])
     overrides += CELL_RECIPES.get((dataset, method), {}).get(ipc, [])
     if method not in TRAJECTORY | {"d3"}:
         overrides += [f"distill.eval_every={max(1, its // 4)}"]
