@@ -57,6 +57,7 @@ def test_a_tiny_grid_runs_into_rows_with_baselines_time_and_a_table(tmp_path, mo
     assert set(by) == {"datm", "dm", "datm+hard-labels"}
     for r in rows:
         assert r["random"] is not None and r["distilled"] is not None and r["minutes"] >= 0
+        assert r["random_ipc"] == 1  # the cell's IPC: only D3's storage buys another
     assert by["datm"]["soft_random"] is not None  # soft labels: the soft-label random baseline too
     assert by["datm+hard-labels"]["soft_random"] is None and by["dm"]["soft_random"] is None
     assert by["datm"]["seconds"]["experts"] > 0 and by["dm"]["seconds"]["experts"] == 0  # DM needs none
@@ -86,3 +87,24 @@ def test_a_d3_cell_is_summarised_from_its_sub_tasks_logs(tmp_path):
     subtasks[1]["best_iteration"] = 200
     (run / "distilled" / "manifest.json").write_text(json.dumps(manifest))
     assert ablation.cell_summary(run, report)["chosen_iteration"] == 200
+
+
+def test_a_baseline_at_another_ipc_is_named_in_the_table():
+    row = {
+        "dataset": "digits",
+        "variant": "d3",
+        "method": "d3",
+        "ipc": 1,
+        "iterations": 200,
+        "chosen_iteration": 150,
+        "distilled": [0.683, 0.008],
+        "random": [0.883, 0.018],
+        "soft_random": None,
+        "minutes": 3.9,
+        "ablation": None,
+        "stale": False,
+        "random_ipc": 3,
+    }
+    assert "| 88.30 +- 1.80 (IPC 3) |" in cpu_tables._row(row)
+    for same in ({**row, "random_ipc": 1}, {k: v for k, v in row.items() if k != "random_ipc"}):
+        assert "(IPC" not in cpu_tables._row(same)  # the cell's own IPC, or a row made before the field
