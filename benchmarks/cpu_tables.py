@@ -27,11 +27,15 @@ import json
 from pathlib import Path
 
 import matching_tables
+import torch
 from ablation import CHOSEN_AT, made_by_lines, main, pct, run_grid, stale_mark
 
 from distillset import demo
 from distillset.config import Config, load_config
+from distillset.federated import class_blocks
 from distillset.identity import settings
+from distillset.synthetic.decoders import DEFAULT_WIDTH, Decoder, DecoderSpec
+from distillset.synthetic.latent_artifact import LatentSet
 
 METHODS = ["mtt", "datm", "pad", "ast", "dc", "dsa", "dm", "d3"]
 TRAJECTORY = {"mtt", "datm", "pad", "ast"}
@@ -94,6 +98,10 @@ ITERATIONS = {
     ("d3", 1): 200,
     ("d3", 10): 200,
 }
+# dataset -> D3's priors per class at IPC 10: the storage of 10 images per class (`d3_ipc_equivalent`
+# rounds to 10: digits' 8 x 8 images buy far fewer priors than 28 x 28 ones); 2 MMD draws per prior
+D3_LPC_10 = {"digits": 17, "mnist": 298, "fashion-mnist": 298}
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
 # ANCHORS.md: ConvNet-128 on the full data, IPC 1 / 10; (c) confirmed, (r) as commonly quoted
 PUBLISHED = {
     "mnist": {**matching_tables.PUBLISHED["mnist"], "mtt": "91.4 / 97.3 (r)", "idc": "94.2 / 98.4 (c)"},
@@ -126,10 +134,34 @@ def cell_config(dataset: str, variant: str, ipc: int) -> Config:
         overrides += [f"distill.eval_every={max(1, its // 4)}"]
         overrides += [f"distill.checkpoint_every={max(1, its // 8)}"]
     if method == "d3" and ipc == 10:
-        overrides += ["d3.lpc=250", "d3.mmd_samples=500"]  # about 10 IPC-equivalents; 2 draws per prior
+        lpc = D3_LPC_10[dataset]
+        overrides += [f"d3.lpc={lpc}", f"d3.mmd_samples={2 * lpc}"]
     if ablation is not None:
         overrides += ABLATIONS[ablation][1]
     return load_config(f"{method}-{dataset}", overrides)
+
+
+def d3_ipc_equivalent(cfg: Config, image_shape: tuple[int, int, int], num_classes: int = 10) -> float:
+    """The IPC-equivalent storage of the set a D3 config makes, counted by the library's own `LatentSet`
+    (its decoders, latents, soft labels and learned lr) on a set of the config's shape."""
+    d3, (c, h, w) = cfg.d3, image_shape
+    width = d3.kernel_num or DEFAULT_WIDTH.get(d3.decoder, 0)
+    spec = DecoderSpec(d3.decoder, d3.z_dim, c, h, w, width, (0.0,) * c, (1.0,) * c)
+    decoder = Decoder(spec).state_dict()
+    blocks = [
+        {
+            "offset": lo,
+            "num_classes": hi - lo,
+            "latents": torch.zeros((hi - lo) * d3.lpc, d3.z_dim, 2),
+            "decoder": decoder,
+            "alpha": 0.0,
+        }
+        for lo, hi in class_blocks(num_classes, d3.subtasks)
+    ]
+    n = num_classes * d3.lpc
+    labels = torch.zeros(n, num_classes) if d3.label_epoch is not None else None
+    art = LatentSet(spec, blocks, d3.lpc, labels, meta={"num_classes": num_classes})
+    return art.storage()["ipc_equivalent"]
 
 
 def labelled(cfg: Config, root: Path) -> Config:

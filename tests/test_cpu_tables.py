@@ -108,3 +108,15 @@ def test_a_baseline_at_another_ipc_is_named_in_the_table():
     assert "| 88.30 +- 1.80 (IPC 3) |" in cpu_tables._row(row)
     for same in ({**row, "random_ipc": 1}, {k: v for k, v in row.items() if k != "random_ipc"}):
         assert "(IPC" not in cpu_tables._row(same)  # the cell's own IPC, or a row made before the field
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion-mnist"])
+def test_d3_cells_at_ipc_10_store_what_10_images_per_class_do(dataset):
+    cfg = cpu_tables.cell_config(dataset, "d3", 10)
+    ipc_eq = cpu_tables.d3_ipc_equivalent(cfg, cpu_tables.IMAGE_SHAPES[dataset])
+    assert round(ipc_eq) == 10  # the random real baseline is at IPC 10
+    assert cfg.d3.mmd_samples == 2 * cfg.d3.lpc
+    one = cpu_tables.d3_ipc_equivalent(
+        cpu_tables.cell_config(dataset, "d3", 1), cpu_tables.IMAGE_SHAPES[dataset]
+    )
+    assert one < ipc_eq / 2  # the IPC 1 cell stores far less
