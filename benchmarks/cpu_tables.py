@@ -273,7 +273,8 @@ def markdown(rows: list[dict]) -> str:
             "",
             "## Ablations",
             "",
-            "Each is its method's cell with the changes named; the difference is against that cell.",
+            "Each is its method's cell with the changes named; the difference is against that cell, where"
+            " both are as fresh (or as stale) as each other.",
             "",
             "| dataset | cell | change | IPC | distilled | vs the method's cell | random real | minutes |",
             "|---|---|---|---|---|---|---|---|",
@@ -282,7 +283,9 @@ def markdown(rows: list[dict]) -> str:
         for r in ablations:
             ref = base.get((r["dataset"], r["method"], r["ipc"]))
             delta = "n/a"
-            if ref and ref["distilled"] and r["distilled"]:
+            if ref and bool(ref.get("stale")) != bool(r.get("stale")):
+                delta = "n/a (one of the two is stale)"  # would difference two versions of the code
+            elif ref and ref["distilled"] and r["distilled"]:
                 delta = f"{100 * (r['distilled'][0] - ref['distilled'][0]):+.2f}"
             lines.append(
                 f"| {r['dataset']} | {r['variant']}{stale_mark(r)} | {ABLATIONS[r['ablation']][0]} | "

@@ -120,3 +120,27 @@ def test_d3_cells_at_ipc_10_store_what_10_images_per_class_do(dataset):
         cpu_tables.cell_config(dataset, "d3", 1), cpu_tables.IMAGE_SHAPES[dataset]
     )
     assert one < ipc_eq / 2  # the IPC 1 cell stores far less
+
+
+def test_an_ablation_is_differenced_only_against_a_cell_as_fresh_as_itself():
+    cell = {
+        "dataset": "mnist",
+        "variant": "mtt",
+        "method": "mtt",
+        "ipc": 1,
+        "iterations": 300,
+        "chosen_iteration": 150,
+        "distilled": [0.8376, 0.0189],
+        "random": [0.5778, 0.0362],
+        "soft_random": None,
+        "minutes": 13.8,
+        "ablation": None,
+        "stale": False,
+    }
+    ablation = {**cell, "variant": "mtt+syn-40", "ablation": "syn-40", "distilled": [0.8797, 0.0134]}
+    fresh = cpu_tables.markdown([cell, ablation])
+    assert "| 87.97 +- 1.34 | +4.21 |" in fresh
+    mixed = cpu_tables.markdown([cell, {**ablation, "stale": True}])
+    assert "| 87.97 +- 1.34 | n/a (one of the two is stale) |" in mixed
+    both = cpu_tables.markdown([{**cell, "stale": True}, {**ablation, "stale": True}])
+    assert "| 87.97 +- 1.34 | +4.21 |" in both
