@@ -89,22 +89,25 @@ def test_a_d3_cell_is_summarised_from_its_sub_tasks_logs(tmp_path):
     assert ablation.cell_summary(run, report)["chosen_iteration"] == 200
 
 
-def test_a_baseline_at_another_ipc_is_named_in_the_table():
+def _cell_row(dataset: str, method: str, **fields) -> dict:
+    """A finished cell's row, as `run_dataset` records it, with `fields` changed."""
     row = {
-        "dataset": "digits",
-        "variant": "d3",
-        "method": "d3",
+        "dataset": dataset,
+        "variant": method,
+        "method": method,
         "ipc": 1,
-        "iterations": 200,
+        "iterations": 300,
         "chosen_iteration": 150,
-        "distilled": [0.683, 0.008],
-        "random": [0.883, 0.018],
         "soft_random": None,
-        "minutes": 3.9,
+        "minutes": 1.0,
         "ablation": None,
         "stale": False,
-        "random_ipc": 3,
     }
+    return {**row, **fields}
+
+
+def test_a_baseline_at_another_ipc_is_named_in_the_table():
+    row = _cell_row("digits", "d3", distilled=[0.683, 0.008], random=[0.883, 0.018], random_ipc=3)
     assert "| 88.30 +- 1.80 (IPC 3) |" in cpu_tables._row(row)
     for same in ({**row, "random_ipc": 1}, {k: v for k, v in row.items() if k != "random_ipc"}):
         assert "(IPC" not in cpu_tables._row(same)  # the cell's own IPC, or a row made before the field
@@ -123,20 +126,7 @@ def test_d3_cells_at_ipc_10_store_what_10_images_per_class_do(dataset):
 
 
 def test_an_ablation_is_differenced_only_against_a_cell_as_fresh_as_itself():
-    cell = {
-        "dataset": "mnist",
-        "variant": "mtt",
-        "method": "mtt",
-        "ipc": 1,
-        "iterations": 300,
-        "chosen_iteration": 150,
-        "distilled": [0.8376, 0.0189],
-        "random": [0.5778, 0.0362],
-        "soft_random": None,
-        "minutes": 13.8,
-        "ablation": None,
-        "stale": False,
-    }
+    cell = _cell_row("mnist", "mtt", distilled=[0.8376, 0.0189], random=[0.5778, 0.0362])
     ablation = {**cell, "variant": "mtt+syn-40", "ablation": "syn-40", "distilled": [0.8797, 0.0134]}
     fresh = cpu_tables.markdown([cell, ablation])
     assert "| 87.97 +- 1.34 | +4.21 |" in fresh
