@@ -34,6 +34,7 @@ from distillset import demo
 from distillset.config import Config, load_config
 from distillset.federated import class_blocks
 from distillset.identity import settings
+from distillset.synthetic.artifact import load_artifact
 from distillset.synthetic.decoders import DEFAULT_WIDTH, Decoder, DecoderSpec
 from distillset.synthetic.latent_artifact import LatentSet
 
@@ -194,6 +195,18 @@ def experts_seconds(store: Path, num_experts: int) -> float:
     return sum(sum(records[str(i)].get("seconds", [])) for i in range(num_experts) if str(i) in records)
 
 
+def prior_agreement(run: Path) -> float | None:
+    """The share of a D3 set's priors whose decoded mean its labelling expert (the soft labels' argmax)
+    puts in the prior's own class: 1 / classes when the decoder's images carry no class. None for a set
+    without soft labels or a run without a distributional set."""
+    if not (run / "distilled" / "manifest.json").exists():
+        return None
+    art, _ = load_artifact(run / "distilled")
+    if not isinstance(art, LatentSet) or art.soft_labels is None:
+        return None
+    return float((art.soft_labels.argmax(1) == art.hard_labels).float().mean())
+
+
 def run_dataset(
     name: str, root: Path, ipcs: list[int], variants: list[str], cached: bool = False
 ) -> list[dict]:
@@ -223,6 +236,8 @@ def run_dataset(
         r["seconds"] = seconds
         r["minutes"] = round(sum(v for v in seconds.values() if isinstance(v, (int, float))) / 60, 1)
         r["ablation"] = variant_parts(r["variant"])[1]
+        if r["method"] == "d3":
+            r["prior_agreement"] = prior_agreement(run)
     return rows
 
 
@@ -291,8 +306,23 @@ def markdown(rows: list[dict]) -> str:
                 f"| {r['dataset']} | {r['variant']}{stale_mark(r)} | {ABLATIONS[r['ablation']][0]} | "
                 f"{r['ipc']} | {pct(r['distilled'])} | {delta} | {pct(r['random'])} | {r['minutes']} |"
             )
-    lines += ["", CHOSEN_AT, ""]
+    lines += ["", CHOSEN_AT, "", *_agreement_lines(rows)]
     return "\n".join([*lines, *made_by_lines(rows)]) + "\n"
+
+
+def _agreement_lines(rows: list[dict]) -> list[str]:
+    """A sentence on D3's priors: how many decoded means the labelling expert puts in their own class."""
+    shown = [r for r in rows if r.get("prior_agreement") is not None]
+    if not shown:
+        return []
+    cells = ", ".join(
+        f"{r['dataset']} IPC {r['ipc']}{stale_mark(r)} {100 * r['prior_agreement']:.1f}%" for r in shown
+    )
+    return [
+        "D3's priors: the share whose decoded mean the labelling expert (the soft labels' argmax) puts in "
+        f"the prior's own class, {cells}; chance is one in the number of classes (10%).",
+        "",
+    ]
 
 
 def _row(r: dict) -> str:

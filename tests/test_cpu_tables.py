@@ -134,3 +134,32 @@ def test_an_ablation_is_differenced_only_against_a_cell_as_fresh_as_itself():
     assert "| 87.97 +- 1.34 | n/a (one of the two is stale) |" in mixed
     both = cpu_tables.markdown([{**cell, "stale": True}, {**ablation, "stale": True}])
     assert "| 87.97 +- 1.34 | +4.21 |" in both
+
+
+def test_d3_prior_agreement_counts_the_priors_the_labelling_expert_puts_in_their_own_class(tmp_path):
+    import torch
+
+    from distillset.synthetic.decoders import Decoder, DecoderSpec
+    from distillset.synthetic.latent_artifact import LatentSet
+
+    spec = DecoderSpec("small", 4, 1, 8, 8, 8, (0.0,), (1.0,))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        decoder = Decoder(spec).state_dict()
+    lpc, classes = 2, 3
+    block = {"offset": 0, "num_classes": classes, "latents": torch.zeros(lpc * classes, 4, 2)}
+    # priors of classes 0, 0, 1, 1, 2, 2; the expert's argmax 0, 1, 1, 0, 2, 2: 4 of 6 in their class
+    soft = torch.full((lpc * classes, classes), 0.1)
+    for i, top in enumerate([0, 1, 1, 0, 2, 2]):
+        soft[i, top] = 0.8
+    art = LatentSet(spec, [{**block, "decoder": decoder, "alpha": 0.01}], lpc, soft, meta={"num_classes": 3})
+    art.save(tmp_path / "d3-1" / "distilled")
+    assert cpu_tables.prior_agreement(tmp_path / "d3-1") == pytest.approx(4 / 6)
+    assert cpu_tables.prior_agreement(tmp_path / "missing") is None
+    hard = LatentSet(spec, [{**block, "decoder": decoder, "alpha": 0.01}], lpc, None, meta={"num_classes": 3})
+    hard.save(tmp_path / "hard" / "distilled")
+    assert cpu_tables.prior_agreement(tmp_path / "hard") is None  # no labelling expert: nothing to count
+    rows = [_cell_row("mnist", "d3", distilled=[0.65, 0.03], random=[0.93, 0.01], prior_agreement=4 / 6)]
+    rows.append(_cell_row("digits", "d3", ipc=10, distilled=[0.7, 0.01], random=[0.9, 0.01], stale=True))
+    table = cpu_tables.markdown(rows)
+    assert "own class, mnist IPC 1 66.7%; chance" in table  # the stale row without the field: not named
