@@ -195,16 +195,27 @@ def experts_seconds(store: Path, num_experts: int) -> float:
     return sum(sum(records[str(i)].get("seconds", [])) for i in range(num_experts) if str(i) in records)
 
 
-def prior_agreement(run: Path) -> float | None:
-    """The share of a D3 set's priors whose decoded mean its labelling expert (the soft labels' argmax)
-    puts in the prior's own class: 1 / classes when the decoder's images carry no class. None for a set
-    without soft labels or a run without a distributional set."""
+def d3_priors(run: Path) -> dict | None:
+    """What a D3 cell's priors became. `agreement`: the share of priors whose decoded mean the labelling
+    expert (the soft labels' argmax) puts in the prior's own class, 1 / classes when the decoder's images
+    carry no class. `latent_shift`: how far distillation moved the latents, ||final - initial|| over
+    ||initial|| (each block's initial set is its sub-task's `distilled-initial`). None for a run without
+    a distributional set with soft labels."""
     if not (run / "distilled" / "manifest.json").exists():
         return None
     art, _ = load_artifact(run / "distilled")
     if not isinstance(art, LatentSet) or art.soft_labels is None:
         return None
-    return float((art.soft_labels.argmax(1) == art.hard_labels).float().mean())
+    moved = start = 0.0
+    for k, block in enumerate(art.blocks):
+        initial, _ = load_artifact(run / "subtasks" / str(k) / "distilled-initial")
+        before = initial.blocks[0]["latents"]
+        moved += float((block["latents"] - before).square().sum())
+        start += float(before.square().sum())
+    return {
+        "agreement": float((art.soft_labels.argmax(1) == art.hard_labels).float().mean()),
+        "latent_shift": (moved / start) ** 0.5 if start else None,
+    }
 
 
 def run_dataset(
@@ -237,7 +248,7 @@ def run_dataset(
         r["minutes"] = round(sum(v for v in seconds.values() if isinstance(v, (int, float))) / 60, 1)
         r["ablation"] = variant_parts(r["variant"])[1]
         if r["method"] == "d3":
-            r["prior_agreement"] = prior_agreement(run)
+            r["priors"] = d3_priors(run)
     return rows
 
 
@@ -311,16 +322,24 @@ def markdown(rows: list[dict]) -> str:
 
 
 def _agreement_lines(rows: list[dict]) -> list[str]:
-    """A sentence on D3's priors: how many decoded means the labelling expert puts in their own class."""
-    shown = [r for r in rows if r.get("prior_agreement") is not None]
+    """A sentence on D3's priors: how many decoded means the labelling expert puts in their own class,
+    and how far distillation moved the latents."""
+    shown = [r for r in rows if r.get("priors")]
     if not shown:
         return []
-    cells = ", ".join(
-        f"{r['dataset']} IPC {r['ipc']}{stale_mark(r)} {100 * r['prior_agreement']:.1f}%" for r in shown
+    cells = "; ".join(
+        f"{r['dataset']} IPC {r['ipc']}{stale_mark(r)} {100 * r['priors']['agreement']:.1f}%"
+        + (
+            f" (latents moved {100 * r['priors']['latent_shift']:.2g}% of their norm)"
+            if r["priors"].get("latent_shift") is not None
+            else ""
+        )
+        for r in shown
     )
     return [
         "D3's priors: the share whose decoded mean the labelling expert (the soft labels' argmax) puts in "
-        f"the prior's own class, {cells}; chance is one in the number of classes (10%).",
+        "the prior's own class, and how far distillation moved the latents from their N(0, 1) start: "
+        f"{cells}. Chance is one in the number of classes (10%).",
         "",
     ]
 

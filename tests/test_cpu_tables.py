@@ -136,7 +136,7 @@ def test_an_ablation_is_differenced_only_against_a_cell_as_fresh_as_itself():
     assert "| 87.97 +- 1.34 | +4.21 |" in both
 
 
-def test_d3_prior_agreement_counts_the_priors_the_labelling_expert_puts_in_their_own_class(tmp_path):
+def test_d3_priors_count_those_in_their_own_class_and_how_far_the_latents_moved(tmp_path):
     import torch
 
     from distillset.synthetic.decoders import Decoder, DecoderSpec
@@ -147,19 +147,30 @@ def test_d3_prior_agreement_counts_the_priors_the_labelling_expert_puts_in_their
         torch.manual_seed(0)
         decoder = Decoder(spec).state_dict()
     lpc, classes = 2, 3
-    block = {"offset": 0, "num_classes": classes, "latents": torch.zeros(lpc * classes, 4, 2)}
+
+    def latent_set(latents, soft):
+        block = {"offset": 0, "num_classes": classes, "latents": latents, "decoder": decoder, "alpha": 0.01}
+        return LatentSet(spec, [block], lpc, soft, meta={"num_classes": classes})
+
+    start = torch.ones(lpc * classes, 4, 2)  # norm 4 * sqrt(3)
+    moved = start.clone()
+    moved[0, 0, 0] += 0.6  # one value moved by 0.6 (and another by 0.8: a shift of norm 1)
+    moved[1, 2, 1] -= 0.8
     # priors of classes 0, 0, 1, 1, 2, 2; the expert's argmax 0, 1, 1, 0, 2, 2: 4 of 6 in their class
     soft = torch.full((lpc * classes, classes), 0.1)
     for i, top in enumerate([0, 1, 1, 0, 2, 2]):
         soft[i, top] = 0.8
-    art = LatentSet(spec, [{**block, "decoder": decoder, "alpha": 0.01}], lpc, soft, meta={"num_classes": 3})
-    art.save(tmp_path / "d3-1" / "distilled")
-    assert cpu_tables.prior_agreement(tmp_path / "d3-1") == pytest.approx(4 / 6)
-    assert cpu_tables.prior_agreement(tmp_path / "missing") is None
-    hard = LatentSet(spec, [{**block, "decoder": decoder, "alpha": 0.01}], lpc, None, meta={"num_classes": 3})
-    hard.save(tmp_path / "hard" / "distilled")
-    assert cpu_tables.prior_agreement(tmp_path / "hard") is None  # no labelling expert: nothing to count
-    rows = [_cell_row("mnist", "d3", distilled=[0.65, 0.03], random=[0.93, 0.01], prior_agreement=4 / 6)]
+    run = tmp_path / "d3-1"
+    latent_set(moved, soft).save(run / "distilled")
+    latent_set(start, None).save(run / "subtasks" / "0" / "distilled-initial")
+    priors = cpu_tables.d3_priors(run)
+    assert priors["agreement"] == pytest.approx(4 / 6)
+    assert priors["latent_shift"] == pytest.approx(1 / (4 * 3**0.5))
+    assert cpu_tables.d3_priors(tmp_path / "missing") is None
+    latent_set(start, None).save(tmp_path / "hard" / "distilled")
+    assert cpu_tables.d3_priors(tmp_path / "hard") is None  # no labelling expert: nothing to count
+    rows = [_cell_row("mnist", "d3", distilled=[0.65, 0.03], random=[0.93, 0.01], priors=priors)]
     rows.append(_cell_row("digits", "d3", ipc=10, distilled=[0.7, 0.01], random=[0.9, 0.01], stale=True))
     table = cpu_tables.markdown(rows)
-    assert "own class, mnist IPC 1 66.7%; chance" in table  # the stale row without the field: not named
+    # the stale row, made before the field: not named
+    assert "start: mnist IPC 1 66.7% (latents moved 14% of their norm). Chance" in table
