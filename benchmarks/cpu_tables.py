@@ -67,6 +67,7 @@ ABLATIONS = {
         ["distill.iterations=4000", "distill.eval_every=500", "distill.checkpoint_every=250"],
     ),
     "lr-latent-10": ("D3's latents' lr 0.01 -> 10", ["d3.lr_latent=10"]),
+    "lr-latent-100": ("D3's latents' lr 0.01 -> 100", ["d3.lr_latent=100"]),
 }
 ABLATION_METHODS = {
     "width-64": {*TRAJECTORY, "dc", "dsa", "dm"},
@@ -75,6 +76,7 @@ ABLATION_METHODS = {
     # the authors' SGD at lr 0.01 leaves the latents where they started (0.03% of their norm in 200
     # iterations at 298 priors per class): they carry no class, so the decoder cannot draw one
     "lr-latent-10": {"d3"},
+    "lr-latent-100": {"d3"},
 }
 VARIANTS = [
     *METHODS,
