@@ -336,7 +336,7 @@ def _agreement_lines(rows: list[dict]) -> list[str]:
     cells = "; ".join(
         f"{r['dataset']} IPC {r['ipc']}{stale_mark(r)} {100 * r['priors']['agreement']:.1f}%"
         + (
-            f" (latents moved {100 * r['priors']['latent_shift']:.2g}% of their norm)"
+            f" (latents moved {_percent(r['priors']['latent_shift'])}% of their norm)"
             if r["priors"].get("latent_shift") is not None
             else ""
         )
@@ -348,6 +348,12 @@ def _agreement_lines(rows: list[dict]) -> list[str]:
         f"{cells}. Chance is one in the number of classes (10%).",
         "",
     ]
+
+
+def _percent(share: float) -> str:
+    """A share in percent: one decimal from 1% up, two significant digits below (0.027)."""
+    v = 100 * share
+    return f"{v:.1f}" if v >= 1 else f"{v:.2g}"
 
 
 def _row(r: dict) -> str:
