@@ -334,7 +334,7 @@ def _agreement_lines(rows: list[dict]) -> list[str]:
     if not shown:
         return []
     cells = "; ".join(
-        f"{r['dataset']} IPC {r['ipc']}{stale_mark(r)} {100 * r['priors']['agreement']:.1f}%"
+        f"{r['dataset']} {r['variant']} IPC {r['ipc']}{stale_mark(r)} {100 * r['priors']['agreement']:.1f}%"
         + (
             f" (latents moved {_percent(r['priors']['latent_shift'])}% of their norm)"
             if r["priors"].get("latent_shift") is not None

@@ -173,5 +173,5 @@ def test_d3_priors_count_those_in_their_own_class_and_how_far_the_latents_moved(
     rows.append(_cell_row("digits", "d3", ipc=10, distilled=[0.7, 0.01], random=[0.9, 0.01], stale=True))
     table = cpu_tables.markdown(rows)
     # the stale row, made before the field: not named
-    assert "start: mnist IPC 1 66.7% (latents moved 14.4% of their norm). Chance" in table
+    assert "start: mnist d3 IPC 1 66.7% (latents moved 14.4% of their norm). Chance" in table
     assert cpu_tables._percent(0.000268) == "0.027" and cpu_tables._percent(1.104) == "110.4"
