@@ -73,7 +73,7 @@ ABLATION_METHODS = {
     "width-64": {*TRAJECTORY, "dc", "dsa", "dm"},
     "eval-1000": {*TRAJECTORY, "dc", "dsa", "dm"},
     "4000-iterations": {"dm"},  # DM's iterations are cheap; its authors run 20,000
-    # the authors' SGD at lr 0.01 leaves the latents where they started (0.03% of their norm in 200
+    # SGD at the presets' lr 0.01 leaves the latents where they started (0.03% of their norm in 200
     # iterations at 298 priors per class): they carry no class, so the decoder cannot draw one
     "lr-latent-10": {"d3"},
     "lr-latent-100": {"d3"},
